@@ -75,6 +75,11 @@ func (a *anthropicFlavor) finish(b []byte) []byte {
 		// Only the cumulative output count: the input part came in message_start.
 		b = append(b, `,"usage":{"output_tokens":`...)
 		b = strconv.AppendInt(b, int64(a.o.OutputTokens()), 10)
+		if a.o.ReasoningTokens > 0 {
+			b = append(b, `,"output_tokens_details":{"thinking_tokens":`...)
+			b = strconv.AppendInt(b, int64(a.o.ReasoningTokens), 10)
+			b = append(b, '}')
+		}
 		b = append(b, '}')
 	}
 	b = append(b, "}\n\n"...)
