@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/maula-ai/maula-chat/config"
+	"github.com/maula-ai/maula-chat/kv"
+	"github.com/maula-ai/maula-chat/server"
+	"github.com/maula-ai/maula-chat/store"
+	"github.com/maula-ai/maula-chat/tools"
+)
+
+// stores are the opened MongoDB and key-value primitives.
+type stores struct {
+	mongo     *store.Store
+	kv        kv.Store
+	retention store.RetentionMode
+}
+
+func toolDBs(reg *tools.Registry) []string {
+	var dbs []string
+	for _, t := range reg.All() {
+		dbs = append(dbs, t.Database())
+	}
+	return dbs
+}
+
+// openStores opens MongoDB (embedded or external), migrates it, and opens the primitives.
+func openStores(ctx context.Context, cfg *config.Config, log *slog.Logger, forceMigrate bool) (*stores, error) {
+	if cfg.MongoURI == "" {
+		if err := store.CheckDataDir(cfg.DataDir); err != nil {
+			return nil, usageErr(&config.SettingError{Setting: "MAULA_DATA_DIR", Err: err})
+		}
+	}
+	ms, err := store.Open(ctx, store.Options{URI: cfg.MongoURI, DataDir: cfg.DataDir, Listen: cfg.MongoListen, Wait: cfg.StoreWait, Logger: log})
+	if err != nil {
+		if cfg.MongoListen != "" && cfg.MongoURI == "" {
+			return nil, usageErr(&config.SettingError{Setting: "MAULA_MONGO_LISTEN", Err: err})
+		}
+		return nil, runErr(err)
+	}
+	res, err := ms.Migrate(ctx, store.Schema(toolDBs(tools.Default())), forceMigrate)
+	if err != nil {
+		_ = ms.Close(context.Background())
+		return nil, runErr(err)
+	}
+	s := &stores{mongo: ms, retention: res.Mode}
+	if cfg.RedisURL == "" {
+		s.kv = kv.NewMemory()
+	} else {
+		r, err := kv.OpenRedis(ctx, cfg.RedisURL, cfg.StoreWait)
+		if err != nil {
+			_ = ms.Close(context.Background())
+			return nil, runErr(err)
+		}
+		s.kv = r
+	}
+	return s, nil
+}
+
+func (s *stores) close() {
+	_ = s.kv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.mongo.Close(ctx)
+}
+
+func (s *stores) describe(cfg *config.Config) string {
+	m := "MongoDB " + cfg.MongoURI
+	if s.mongo.Embedded {
+		m = fmt.Sprintf("embedded FerretDB (data %s, wire %s)", cfg.DataDir, s.mongo.URI)
+	}
+	k := "in-process primitives"
+	if s.kv.Kind() == "redis" {
+		k = "Redis"
+	}
+	return m + "; " + k
+}
+
+func runServe(ctx context.Context, args []string) error {
+	cfg, err := config.Load(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
+	slog.SetDefault(log)
+	start := time.Now()
+	// Bind first: a port in use is a setting error and should not wait for the stores.
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return usageErr(&config.SettingError{Setting: "MAULA_ADDR", Err: err})
+	}
+	defer ln.Close()
+	st, err := openStores(ctx, cfg, log, false)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	log.Info("retention", "mode", st.retention)
+	if st.retention == store.RetentionSweeper {
+		rules := store.RetentionRules(store.Schema(toolDBs(tools.Default())))
+		sweepCtx, stopSweep := context.WithCancel(context.Background())
+		defer stopSweep()
+		go st.mongo.RunSweeper(sweepCtx, rules, cfg.SweepInterval, log)
+	}
+	srv := server.New(log, cfg.BasePath,
+		server.Check{Name: "mongodb", Fn: st.mongo.Ping},
+		server.Check{Name: st.kv.Kind(), Fn: st.kv.Ping},
+	)
+	if err := mount(ctx, srv, cfg, st, log); err != nil {
+		return runErr(err)
+	}
+	fmt.Fprintf(os.Stderr, "maula-chat listening on http://%s%s/ (%s; ready in %s)\n",
+		ln.Addr(), cfg.BasePath, st.describe(cfg), time.Since(start).Round(time.Millisecond))
+	if err := srv.Serve(ctx, ln, cfg.ShutdownTimeout); err != nil {
+		return runErr(err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func runMigrate(ctx context.Context, args []string) error {
+	cfg, err := config.Load(args, os.Getenv, os.Stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
+	start := time.Now()
+	st, err := openStores(ctx, cfg, log, true)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	fmt.Fprintf(os.Stderr, "migrated %d tool databases and %s in %s (retention: %s)\n",
+		len(tools.Default().All()), store.AuthDB, time.Since(start).Round(time.Millisecond), st.retention)
+	return nil
+}
