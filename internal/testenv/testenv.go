@@ -107,3 +107,23 @@ func ToolDBs() []string {
 	}
 	return dbs
 }
+
+// OpenMongo opens a migrated store for a whole test binary (TestMain); close releases it.
+func OpenMongo() (s *store.Store, closeFn func(), err error) {
+	dir, err := os.MkdirTemp("", "maula-test-*")
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx := context.Background()
+	s, err = store.Open(ctx, store.Options{URI: os.Getenv("MONGODB_URI"), DataDir: dir, Wait: 10 * time.Second})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	if _, err := s.Migrate(ctx, store.Schema(ToolDBs()), false); err != nil {
+		s.Close(ctx)
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	return s, func() { _ = s.Close(context.Background()); os.RemoveAll(dir) }, nil
+}
