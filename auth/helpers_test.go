@@ -71,6 +71,7 @@ func (s *syncBuffer) String() string {
 type instance struct {
 	svc   *Service
 	srv   *httptest.Server
+	h     http.Handler // the handler srv serves, for in-process calls (fuzzing)
 	mail  *captureMailer
 	inval chan string // "<kind>:<id>" invalidations this instance applied
 }
@@ -112,7 +113,8 @@ func newInstance(t testing.TB, ms *store.Store, kvs kv.Store, io instanceOpts) *
 	mux.Handle("GET /admin/ping", svc.RequireAdmin(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusOK, map[string]string{"ok": PrincipalFrom(r.Context()).Email})
 	})))
-	in.srv = httptest.NewServer(httpx.Middleware(o.Log, mux))
+	in.h = httpx.Middleware(o.Log, mux)
+	in.srv = httptest.NewServer(in.h)
 	t.Cleanup(func() {
 		in.srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
