@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -9,7 +10,9 @@ import (
 	"github.com/maula-ai/maula-chat/httpx"
 	"github.com/maula-ai/maula-chat/model"
 	"github.com/maula-ai/maula-chat/protocol"
+	"github.com/maula-ai/maula-chat/providers"
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
@@ -307,4 +310,24 @@ func atoi(s string) int {
 		n = n*10 + int(c-'0')
 	}
 	return n
+}
+
+// StoredUsage reports the usage stored with the assistant reply of a request, for billing's
+// recovery of reservations a crash left unsettled.
+func (h *Hub) StoredUsage(ctx context.Context, requestID, tool string) (*providers.Usage, bool, error) {
+	t, ok := h.o.Tools.Get(tool)
+	if !ok {
+		return nil, false, errUnknownTool
+	}
+	var m model.ChatMessage
+	err := h.o.Mongo.DB(t.Database()).Collection(model.CollChatHistory).FindOne(ctx,
+		bson.D{{Key: "requestId", Value: requestID}, {Key: "role", Value: "assistant"}}).Decode(&m)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("stored usage of %s: %w", requestID, err)
+	}
+	return &providers.Usage{Input: m.Tokens.Input, Output: m.Tokens.Output, CacheRead: m.Tokens.CacheRead,
+		CacheWrite: m.Tokens.CacheWrite, Reasoning: m.Tokens.Reasoning, Estimated: m.Tokens.Estimated}, true, nil
 }

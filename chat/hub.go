@@ -27,6 +27,8 @@ type Identity struct {
 	UserID bson.ObjectID
 	// Tool is an API key's scope; "" lets a session use every tool.
 	Tool string
+	// Plan names the user's plan, for the per-user message rate.
+	Plan string
 	// Cookie is true when the browser's session cookie authenticated the upgrade, so the
 	// Origin must be allowed.
 	Cookie bool

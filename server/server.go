@@ -5,6 +5,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -153,6 +154,12 @@ type codeWriter struct {
 
 func (c *codeWriter) WriteHeader(code int)        { c.code = code; c.ResponseWriter.WriteHeader(code) }
 func (c *codeWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+// Hijack lets WebSocket upgrades through (gorilla/websocket asserts http.Hijacker directly).
+func (c *codeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c.code = http.StatusSwitchingProtocols
+	return http.NewResponseController(c.ResponseWriter).Hijack()
+}
 
 // Serve serves on ln until ctx is done, then shuts down within timeout: it stops accepting,
 // runs the drain hooks, and waits for in-flight requests. Hijacked connections (WebSockets)

@@ -79,6 +79,8 @@ func Schema(toolDBs []string) []Collection {
 			Collection{db, "chat_history", []Index{
 				{Name: "userId_1_timestamp_-1", Keys: bson.D{{Key: "userId", Value: 1}, {Key: "timestamp", Value: -1}}},
 				{Name: "sessionId_1", Keys: bson.D{{Key: "sessionId", Value: 1}}},
+				// Not in the seed: billing's crash recovery finds a reply by its request.
+				{Name: "requestId_1", Keys: bson.D{{Key: "requestId", Value: 1}}},
 				{Name: "timestamp_ttl", Keys: bson.D{{Key: "timestamp", Value: 1}}, TTL: ttl(ChatHistoryRetention)},
 			}},
 			Collection{db, "api_logs", []Index{
