@@ -142,20 +142,29 @@ func (s *Store) Migrate(ctx context.Context, cols []Collection, force bool) (Mig
 		return MigrateResult{}, err
 	}
 	res := MigrateResult{Mode: mode}
+	// On a fresh server most databases do not exist yet: skip asking them for their indexes.
+	names, err := s.Client.ListDatabaseNames(ctx, bson.D{})
+	if err != nil {
+		return res, fmt.Errorf("list databases: %w", err)
+	}
+	existing := make(map[string]bool, len(names))
+	for _, n := range names {
+		existing[n] = true
+	}
 	// Collections are independent: create them a few at a time (the embedded server writes one
 	// SQLite file per database, so databases proceed in parallel).
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
-		sem   = make(chan struct{}, 8)
+		sem   = make(chan struct{}, 16)
 	)
 	for _, c := range cols {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(c Collection) {
 			defer func() { <-sem; wg.Done() }()
-			n, err := s.createIndexes(ctx, c, mode)
+			n, err := s.createIndexes(ctx, c, mode, existing[c.DB])
 			mu.Lock()
 			defer mu.Unlock()
 			res.Indexes += n
@@ -177,14 +186,21 @@ func (s *Store) Migrate(ctx context.Context, cols []Collection, force bool) (Mig
 	return res, nil
 }
 
-func (s *Store) createIndexes(ctx context.Context, c Collection, mode RetentionMode) (int, error) {
+func (s *Store) createIndexes(ctx context.Context, c Collection, mode RetentionMode, dbExists bool) (int, error) {
 	coll := s.DB(c.DB).Collection(c.Name)
 	// FerretDB v1.24 panics when one createIndexes names several indexes that already exist,
 	// so ask for the missing ones only (which also makes a warm run cheap).
 	existing := map[string]bool{}
-	specs, err := coll.Indexes().ListSpecifications(ctx)
+	var (
+		specs []mongo.IndexSpecification
+		err   error
+	)
+	if dbExists {
+		specs, err = coll.Indexes().ListSpecifications(ctx)
+	}
 	var ce mongo.CommandError
 	switch {
+	case !dbExists:
 	case err == nil:
 		for _, sp := range specs {
 			existing[sp.Name] = true
