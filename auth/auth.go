@@ -102,6 +102,9 @@ type Service struct {
 	// loop (invalidations from every instance) and by this instance's own revocations.
 	sessCache *lru[sessionEntry]
 	keyCache  *lru[keyEntry]
+	// tokCache remembers session tokens whose signature was verified, by SHA-256; it needs no
+	// invalidation because revocation is checked on sessCache by session id every time.
+	tokCache *lru[tokenInfo]
 
 	// logs and touches are queues owned by the flush loop: request paths only do non-blocking
 	// sends, the loop is the only reader.
@@ -194,6 +197,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		keys: db.Collection(model.CollAPIKeys), subs: db.Collection(model.CollSubscriptions),
 		sessCache: newLRU[sessionEntry](o.LocalCacheSize),
 		keyCache:  newLRU[keyEntry](o.LocalCacheSize),
+		tokCache:  newLRU[tokenInfo](o.LocalCacheSize),
 		logs:      make(chan toolLog, 4096),
 		touches:   make(chan touch, 4096),
 	}
