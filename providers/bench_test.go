@@ -1,13 +1,13 @@
 package providers
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -109,18 +109,25 @@ func BenchmarkAdapterChunk(b *testing.B) {
 // (written into the response body) to its event leaving Recv, one chunk
 // at a time on an idle pipeline; it reports p50 and p99.
 func BenchmarkAdapterLatency(b *testing.B) {
-	for _, name := range []string{"claude", "gpt", "gemini"} {
+	for _, name := range []string{"baseline", "claude", "gpt", "gemini"} {
 		b.Run(name, func(b *testing.B) {
 			o := mockllm.DefaultOptions
 			o.Chunks, o.ChunkSize = 64, 16
-			body := recordedBody(b, name, o)
+			wire := name
+			if name == "baseline" {
+				wire = "gpt"
+			}
+			body := recordedBody(b, wire, o)
 			events := splitEvents(body)
-			marker := []byte(textMarkers[name])
+			marker := []byte(textMarkers[wire])
 			sent := make(chan time.Time, 1)
 			recvd := make(chan struct{})
 			var pr *io.PipeReader // the current stream's body; set before each Stream call
 			rt := bodyTransport{pipe: func() io.ReadCloser { return pr }}
-			p := benchProvider(b, name, rt)
+			var p Provider = rawSSEProvider{body: func() io.Reader { return pr }, marker: marker}
+			if name != "baseline" {
+				p = benchProvider(b, name, rt)
+			}
 			req := testRequest()
 			samples := make([]time.Duration, 0, b.N)
 			b.ResetTimer()
@@ -182,6 +189,44 @@ func BenchmarkAdapterLatency(b *testing.B) {
 	}
 }
 
+// rawSSEProvider is the latency floor: it only cuts SSE events out of the
+// body and spots text events, with no SDK and no JSON decoding.
+type rawSSEProvider struct {
+	body   func() io.Reader
+	marker []byte
+}
+
+func (rawSSEProvider) Name() string         { return "baseline" }
+func (rawSSEProvider) DefaultModel() string { return "" }
+func (p rawSSEProvider) Stream(ctx context.Context, req *Request) (Stream, error) {
+	return &rawSSEStream{r: bufio.NewReader(p.body()), marker: p.marker}, nil
+}
+
+type rawSSEStream struct {
+	r      *bufio.Reader
+	marker []byte
+	text   bool
+}
+
+func (s *rawSSEStream) Recv() (Event, error) {
+	for {
+		line, err := s.r.ReadSlice('\n')
+		if err != nil {
+			return Event{Type: EventFinish}, nil
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			if s.text {
+				s.text = false
+				return Event{Type: EventDelta, Text: "x"}, nil
+			}
+			continue
+		}
+		s.text = s.text || (bytes.Contains(line, s.marker) && !bytes.Contains(line, append(s.marker, '"')))
+	}
+}
+
+func (s *rawSSEStream) Close() error { return nil }
+
 // textMarkers identify the events that carry a text delta.
 var textMarkers = map[string]string{
 	"claude": `"text_delta","text":"`, "gpt": `"delta":{"content":"`, "gemini": `"parts":[{"text":"`,
@@ -227,5 +272,4 @@ func BenchmarkMockServer(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*o.Chunks), "ns/chunk")
-	_ = strconv.Itoa
 }

@@ -2,6 +2,8 @@ package providers
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -117,4 +119,28 @@ func FuzzLoadPrices(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPricesFileRefusedAtStart: a $/token value in MAULA_PRICES stops the
+// registry from being built, naming the entry.
+func TestPricesFileRefusedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "prices.json")
+	doc := priceDoc(`{"provider":"claude","model":"claude-sonnet-4-5","prices":[{"effective":"2025-09-29","input":"0.000003","output":"0.000015","cache_read":"0.0000003","cache_write":"0.00000375"}]}`)
+	if err := os.WriteFile(bad, doc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := ConfigFromEnv(func(k string) string { return map[string]string{"MAULA_PRICES": bad}[k] })
+	_, err := NewRegistry(cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "claude/claude-sonnet-4-5@2025-09-29") {
+		t.Fatalf("err = %v", err)
+	}
+	good := filepath.Join(dir, "good.json")
+	if err := os.WriteFile(good, embeddedPrices, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.PricesPath = good
+	if _, err := NewRegistry(cfg, nil); err != nil {
+		t.Fatal(err)
+	}
 }
