@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 
 	openai "github.com/sashabaranov/go-openai"
@@ -63,6 +64,15 @@ func (p *openAIProvider) Stream(ctx context.Context, req *Request) (Stream, erro
 	ctx, ri := withRespInfo(ctx)
 	st, err := p.client.CreateChatCompletionStream(ctx, ccr)
 	if err != nil {
+		var ue *url.Error
+		var ae *openai.APIError
+		var re *openai.RequestError
+		if !errors.As(err, &ue) && !errors.As(err, &ae) && !errors.As(err, &re) && ctx.Err() == nil {
+			// go-openai refused the request before sending it (parameter
+			// validation): retrying cannot help.
+			return nil, &Error{Provider: p.name, Code: CodeInvalidRequest, Status: 400,
+				Message: p.name + ": the request is not valid for model " + model, Err: err}
+		}
 		return nil, openAIError(p.name, err, ri)
 	}
 	s := &openAIStream{name: p.name, st: st, ri: ri}
@@ -82,7 +92,7 @@ func (p *openAIProvider) params(model string, req *Request) openai.ChatCompletio
 			ccr.MaxTokens = req.MaxTokens
 		}
 	}
-	if req.Temperature != nil {
+	if req.Temperature != nil && !fixedTemperature(model) {
 		ccr.Temperature = float32(*req.Temperature)
 	}
 	// One system message with the stable prefix first: OpenAI-style APIs cache
@@ -183,6 +193,18 @@ func (s *openAIStream) setUsage(u *openai.Usage) {
 
 // Close releases the HTTP response.
 func (s *openAIStream) Close() error { return s.core.close() }
+
+// fixedTemperature reports OpenAI reasoning models, which accept only the
+// default temperature; the request's temperature is dropped for them rather
+// than failing the call.
+func fixedTemperature(model string) bool {
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5", "gpt-6"} {
+		if strings.HasPrefix(model, p) {
+			return true
+		}
+	}
+	return false
+}
 
 func openAIFinishReason(r string) string {
 	switch r {
