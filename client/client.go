@@ -325,9 +325,9 @@ func (c *Client) resubscribeLocked() [][]byte {
 			continue // its chat.send is still queued and goes out on this connection
 		}
 		s.resuming = true
-		out = append(out, mustJSON(protocol.ClientFrame{Type: protocol.TypeChatResume, ID: id, AfterSeq: s.lastSeq}))
+		out = append(out, resumeFrame(id, s.lastSeq))
 		if s.cancelled {
-			out = append(out, mustJSON(protocol.ClientFrame{Type: protocol.TypeChatCancel, ID: id}))
+			out = append(out, cancelFrame(id))
 		}
 	}
 	for _, cl := range c.calls {
@@ -476,8 +476,8 @@ func (c *Client) newID(kind string) string {
 }
 
 // roundTrip sends a request frame and waits for the frame answering it.
-func (c *Client) roundTrip(ctx context.Context, id string, v any) (*frame, error) {
-	cl := &call{data: mustJSON(v), ch: make(chan *frame, 1)}
+func (c *Client) roundTrip(ctx context.Context, id string, data []byte) (*frame, error) {
+	cl := &call{data: data, ch: make(chan *frame, 1)}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -523,8 +523,7 @@ func (p Page) before() string {
 // History returns a page of a conversation's stored messages, oldest first.
 func (c *Client) History(ctx context.Context, tool, sessionID string, p Page) (*protocol.History, error) {
 	id := c.newID("h")
-	f, err := c.roundTrip(ctx, id, protocol.ClientFrame{Type: protocol.TypeHistoryGet, ID: id, Tool: tool,
-		SessionID: sessionID, Before: p.before(), Limit: p.Limit})
+	f, err := c.roundTrip(ctx, id, historyFrame(id, tool, sessionID, p))
 	if err != nil {
 		return nil, fmt.Errorf("history of %s/%s: %w", tool, sessionID, err)
 	}
@@ -534,8 +533,7 @@ func (c *Client) History(ctx context.Context, tool, sessionID string, p Page) (*
 // Sessions returns a page of the user's conversations with a tool, newest first.
 func (c *Client) Sessions(ctx context.Context, tool string, p Page) (*protocol.Sessions, error) {
 	id := c.newID("s")
-	f, err := c.roundTrip(ctx, id, protocol.ClientFrame{Type: protocol.TypeSessionsList, ID: id, Tool: tool,
-		Before: p.before(), Limit: p.Limit})
+	f, err := c.roundTrip(ctx, id, sessionsFrame(id, tool, p))
 	if err != nil {
 		return nil, fmt.Errorf("sessions of %s: %w", tool, err)
 	}
@@ -546,10 +544,23 @@ func (c *Client) Sessions(ctx context.Context, tool string, p Page) (*protocol.S
 func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	id := c.newID("p")
 	start := time.Now()
-	if _, err := c.roundTrip(ctx, id, protocol.ClientFrame{Type: protocol.TypePing, ID: id}); err != nil {
+	if _, err := c.roundTrip(ctx, id, pingFrame(id)); err != nil {
 		return 0, fmt.Errorf("ping: %w", err)
 	}
 	return time.Since(start), nil
+}
+
+func historyFrame(id, tool, sessionID string, p Page) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypeHistoryGet, ID: id, Tool: tool, SessionID: sessionID,
+		Before: p.before(), Limit: p.Limit})
+}
+
+func sessionsFrame(id, tool string, p Page) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypeSessionsList, ID: id, Tool: tool, Before: p.before(), Limit: p.Limit})
+}
+
+func pingFrame(id string) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypePing, ID: id})
 }
 
 func mustJSON(v any) []byte {

@@ -99,10 +99,7 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*Stream, error) {
 	}
 	s := &Stream{c: c, id: id, ctx: ctx, wake: make(chan struct{}, 1), finished: make(chan struct{})}
 	s.res.ID = id
-	s.sendFrame = mustJSON(protocol.ClientFrame{Type: protocol.TypeChatSend, ID: id, Tool: req.Tool,
-		SessionID: req.SessionID, Provider: req.Provider, Model: req.Model, Message: req.Message,
-		AnalysisID: req.AnalysisID, MaxTokens: req.MaxTokens, Temperature: req.Temperature,
-		CancelOnDisconnect: req.CancelOnDisconnect})
+	s.sendFrame = sendFrame(id, req)
 	c.mu.Lock()
 	switch {
 	case c.err != nil:
@@ -147,9 +144,8 @@ func (s *Stream) onCancel() {
 		s.finish(nil, fmt.Errorf("maula: no chat.cancelled from the server in %s: %w", s.c.o.CancelTimeout, s.ctx.Err()))
 	})
 	s.mu.Unlock()
-	frame := mustJSON(protocol.ClientFrame{Type: protocol.TypeChatCancel, ID: s.id})
 	select {
-	case s.c.sendq <- outFrame{data: frame}:
+	case s.c.sendq <- outFrame{data: cancelFrame(s.id)}:
 	case <-s.finished:
 	case <-s.c.loopDone:
 	}
@@ -208,7 +204,7 @@ func (s *Stream) handle(f *frame, writerDone <-chan struct{}) {
 		if f.Code == protocol.CodeDuplicateID && s.resends > 0 {
 			// The turn exists after all (it started between our resume and its answer).
 			s.resuming = true
-			s.resend(mustJSON(protocol.ClientFrame{Type: protocol.TypeChatResume, ID: s.id, AfterSeq: s.lastSeq}), writerDone)
+			s.resend(resumeFrame(s.id, s.lastSeq), writerDone)
 			return
 		}
 		s.finish(nil, errorFromFrame(f))
@@ -313,4 +309,21 @@ func (s *Stream) Progress() Progress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.live
+}
+
+// The encoders of the frames the SDK sends (held to testdata/protocol/client by the tests).
+
+func sendFrame(id string, req ChatRequest) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypeChatSend, ID: id, Tool: req.Tool,
+		SessionID: req.SessionID, Provider: req.Provider, Model: req.Model, Message: req.Message,
+		AnalysisID: req.AnalysisID, MaxTokens: req.MaxTokens, Temperature: req.Temperature,
+		CancelOnDisconnect: req.CancelOnDisconnect})
+}
+
+func cancelFrame(id string) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypeChatCancel, ID: id})
+}
+
+func resumeFrame(id string, afterSeq uint64) []byte {
+	return mustJSON(protocol.ClientFrame{Type: protocol.TypeChatResume, ID: id, AfterSeq: afterSeq})
 }
