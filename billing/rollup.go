@@ -1,0 +1,191 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/maula-ai/maula-chat/model"
+)
+
+// Rollup levels. Each settled turn is $inc-ed into one document of each level, so that every
+// groupBy of the cost report reads the smallest collection that has its dimensions and never
+// scans raw messages:
+//
+//	levelFull  cost_rollups        day, provider, model, tool, userId  (user × provider/model/tool, per-user usage)
+//	levelTool  cost_rollups_tool   day, provider, model, tool          (tool groupings)
+//	levelModel cost_rollups_model  day, provider, model                (provider, model, day)
+//	levelUser  cost_rollups_user   day, userId                         (user, user × day: top users)
+const (
+	levelFull = iota
+	levelTool
+	levelModel
+	levelUser
+	numLevels
+)
+
+var levelColl = [numLevels]string{model.CollCostRollups, "cost_rollups_tool", "cost_rollups_model", "cost_rollups_user"}
+
+// Rollup is one document of a rollup level: integer micro-dollars and token counts.
+type Rollup struct {
+	Day        string        `bson:"day" json:"day"`
+	Provider   string        `bson:"provider,omitempty" json:"provider,omitempty"`
+	Model      string        `bson:"model,omitempty" json:"model,omitempty"`
+	Tool       string        `bson:"tool,omitempty" json:"tool,omitempty"`
+	UserID     bson.ObjectID `bson:"userId,omitempty" json:"userId,omitempty"`
+	Requests   int64         `bson:"requests" json:"requests"`
+	Messages   int64         `bson:"messages" json:"messages"`
+	Input      int64         `bson:"input" json:"input"`
+	Output     int64         `bson:"output" json:"output"`
+	CacheRead  int64         `bson:"cacheRead" json:"cacheRead"`
+	CacheWrite int64         `bson:"cacheWrite" json:"cacheWrite"`
+	Reasoning  int64         `bson:"reasoning" json:"reasoning"`
+	CostMicros int64         `bson:"costMicros" json:"costMicros"`
+}
+
+// rollupKey is the filter of e's document at level l.
+func rollupKey(l int, e *Entry) bson.D {
+	switch l {
+	case levelFull:
+		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}, {Key: "tool", Value: e.Tool}, {Key: "userId", Value: e.UserID}}
+	case levelTool:
+		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}, {Key: "tool", Value: e.Tool}}
+	case levelModel:
+		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}}
+	default:
+		return bson.D{{Key: "day", Value: e.Day}, {Key: "userId", Value: e.UserID}}
+	}
+}
+
+func rollupInc(e *Entry) bson.D {
+	var msgs int64
+	if e.Output {
+		msgs = 1
+	}
+	u := e.Usage
+	if u == nil {
+		u = &UsageDoc{}
+	}
+	return bson.D{{Key: "requests", Value: int64(1)}, {Key: "messages", Value: msgs},
+		{Key: "input", Value: u.Input}, {Key: "output", Value: u.Output}, {Key: "cacheRead", Value: u.CacheRead},
+		{Key: "cacheWrite", Value: u.CacheWrite}, {Key: "reasoning", Value: u.Reasoning}, {Key: "costMicros", Value: e.CostMicros}}
+}
+
+var upsert = options.UpdateOne().SetUpsert(true)
+
+// upsertInc $inc-s one document, creating it when missing. Two first writers of the same key
+// race on the unique index; the loser's retry finds the document.
+func upsertInc(ctx context.Context, c *mongo.Collection, filter, update bson.D) error {
+	for attempt := 0; ; attempt++ {
+		// Busy means not committed: retrying cannot count twice.
+		err := retryBusy(ctx, func() error { _, err := c.UpdateOne(ctx, filter, update, upsert); return err })
+		if err == nil || !isDup(err) || attempt == 3 {
+			if err != nil {
+				return fmt.Errorf("billing: upsert %s: %w", c.Name(), err)
+			}
+			return nil
+		}
+	}
+}
+
+// record writes a settled turn into the four rollup levels, the tool's analytics document of
+// the day and the realtime counters. The writes are independent, so they run concurrently.
+func (s *Service) record(ctx context.Context, e *Entry) error {
+	// $inc upserts are read-modify-write on FerretDB: one writer at a time across instances.
+	if err := s.withLock(ctx, "rollups", func() error { return s.recordDocs(ctx, e) }); err != nil {
+		return err
+	}
+	s.recordCounters(ctx, e)
+	return nil
+}
+
+func (s *Service) recordDocs(ctx context.Context, e *Entry) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	run := func(f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	inc := bson.D{{Key: "$inc", Value: rollupInc(e)}}
+	for l := range numLevels {
+		run(func() error { return upsertInc(ctx, s.rollups[l], rollupKey(l, e), inc) })
+	}
+	if e.Tool != "" {
+		run(func() error { return s.recordAnalytics(ctx, e) })
+	}
+	wg.Wait()
+	return first
+}
+
+// recordAnalytics $inc-s the seed's Analytics document of the user's day in the tool's
+// database: metrics.totalRequests/successfulRequests/failedRequests and aiUsage.
+func (s *Service) recordAnalytics(ctx context.Context, e *Entry) error {
+	u := e.Usage
+	if u == nil {
+		u = &UsageDoc{}
+	}
+	inc := bson.D{{Key: "metrics.totalRequests", Value: int64(1)}}
+	if e.Status == StatusFailed {
+		inc = append(inc, bson.E{Key: "metrics.failedRequests", Value: int64(1)})
+	} else {
+		inc = append(inc, bson.E{Key: "metrics.successfulRequests", Value: int64(1)})
+	}
+	if e.Output {
+		inc = append(inc, bson.E{Key: "aiUsage.totalMessages", Value: int64(1)},
+			bson.E{Key: "aiUsage.providerBreakdown." + e.Provider, Value: int64(1)})
+	}
+	inc = append(inc,
+		bson.E{Key: "aiUsage.totalTokens", Value: u.Input + u.Output + u.CacheRead + u.CacheWrite},
+		bson.E{Key: "aiUsage.totalCost", Value: float64(e.CostMicros) / 1e6},
+		bson.E{Key: "aiUsage.totalCostMicros", Value: e.CostMicros})
+	coll := s.o.Mongo.DB(e.Tool + "-db").Collection(model.CollAnalytics)
+	return upsertInc(ctx, coll, bson.D{{Key: "userId", Value: e.UserID}, {Key: "date", Value: midnight(e.At)}},
+		bson.D{{Key: "$inc", Value: inc}})
+}
+
+// counterTTL keeps a day's realtime counters a little past the day.
+const counterTTL = 48 * time.Hour
+
+// recordCounters bumps the realtime analytics:{userId}:{date} hash. Counters are a cache of
+// the day (the analytics documents are the record), so a failure is logged, not returned.
+func (s *Service) recordCounters(ctx context.Context, e *Entry) {
+	if s.o.KV == nil {
+		return
+	}
+	key := "analytics:" + e.UserID.Hex() + ":" + e.Day
+	u := e.Usage
+	if u == nil {
+		u = &UsageDoc{}
+	}
+	fields := []struct {
+		f string
+		n int64
+	}{{"totalRequests", 1}, {"aiTokens", u.Input + u.Output + u.CacheRead + u.CacheWrite}, {"aiCostMicros", e.CostMicros}}
+	if e.Output {
+		fields = append(fields, struct {
+			f string
+			n int64
+		}{"aiMessages", 1})
+	}
+	for _, f := range fields {
+		if _, err := s.o.KV.HIncrBy(ctx, key, f.f, f.n, counterTTL); err != nil {
+			s.log.Warn("billing: realtime counter", "key", key, "err", err)
+			return
+		}
+	}
+}
