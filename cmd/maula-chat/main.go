@@ -3,6 +3,9 @@
 //	maula-chat serve      run the server (embedded FerretDB and in-process primitives by default)
 //	maula-chat migrate    create every database, collection and index, then exit
 //	maula-chat mock-llm   a fake upstream speaking the five providers' streaming formats
+//	maula-chat login      log in to a server and store the session token
+//	maula-chat chat       chat with a tool's AI in the terminal (streams; Ctrl-C stops a reply)
+//	maula-chat keys       list or create API keys
 //	maula-chat version    print the version
 //
 // Run any subcommand with -h for its flags.
@@ -53,6 +56,9 @@ func commands() []command {
 			}
 			return nil
 		}},
+		{"login", "log in to a server and store the session token", runLogin},
+		{"chat", "chat in the terminal: chat [--tool T] [--provider P] [--session S] [question]", runChat},
+		{"keys", "list or create API keys: keys [list] | keys create --tool T", runKeys},
 		{"version", "print the version", func(context.Context, []string) error { fmt.Println("maula-chat", version); return nil }},
 	}
 }
