@@ -124,6 +124,12 @@ func (s *claudeStream) Recv() (Event, error) {
 		e := s.dec.Event()
 		switch e.Type {
 		case "content_block_delta":
+			if t, ok := fastTextDelta(e.Data); ok {
+				if t != "" {
+					return c.delta(t), nil
+				}
+				continue
+			}
 			s.d = claudeTextDelta{}
 			if err := json.Unmarshal(e.Data, &s.d); err != nil {
 				return c.fail(transportError("claude", fmt.Errorf("decoding content_block_delta: %w", err))), nil
