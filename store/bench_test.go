@@ -60,3 +60,19 @@ func BenchmarkStartWarm(b *testing.B) {
 		b.StartTimer()
 	}
 }
+
+// BenchmarkInsertOne is one acknowledged write on the embedded server: the unit of cost of
+// everything the chat path stores.
+func BenchmarkInsertOne(b *testing.B) {
+	s, err := Open(context.Background(), Options{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	coll := s.DB("bench-db").Collection("c")
+	for b.Loop() {
+		if _, err := coll.InsertOne(context.Background(), map[string]any{"n": 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

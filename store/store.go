@@ -126,7 +126,7 @@ func (s *Store) startEmbedded(opts Options, log *slog.Logger) error {
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
 		Logger:    slog.New(levelFloor{quiet, slog.LevelError}),
 		Handler:   "sqlite",
-		SQLiteURL: "file:" + dir + "/",
+		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(NORMAL)",
 	})
 	if err != nil {
 		return fmt.Errorf("start embedded FerretDB: %w", err)
