@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"net/http"
 	"sort"
 	"strings"
@@ -177,27 +178,37 @@ func TestHostileInput(t *testing.T) {
 	// Unknown email and wrong password: the same answer, and comparable time (both pay one
 	// bcrypt comparison at the configured cost).
 	t.Run("login answers indistinguishable", func(t *testing.T) {
-		measure := func(email string) (time.Duration, answer) {
-			var ds []time.Duration
-			var last answer
-			for range 7 {
-				start := time.Now()
-				last = in.do(t, req{method: "POST", path: "/auth/login", body: map[string]string{"email": email, "password": "not the password"}})
-				ds = append(ds, time.Since(start))
-			}
+		// Interleaved samples, so a load spike on this shared machine hits both sides alike;
+		// the medians are compared, and a noisy round is measured again (at most 3 rounds).
+		login := func(email string) (time.Duration, answer) {
+			start := time.Now()
+			a := in.do(t, req{method: "POST", path: "/auth/login", body: map[string]string{"email": email, "password": "not the password"}})
+			return time.Since(start), a
+		}
+		median := func(ds []time.Duration) time.Duration {
 			sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-			return ds[len(ds)/2], last
+			return ds[len(ds)/2]
 		}
-		wrongT, wrong := measure("eve@example.com")
-		unknownT, unknown := measure("nobody@example.com")
-		if wrong.status != unknown.status || wrong.raw != unknown.raw {
-			t.Errorf("answers differ:\n wrong password: %d %s\n unknown email:  %d %s", wrong.status, wrong.raw, unknown.status, unknown.raw)
+		var ratio float64
+		for round := range 3 {
+			var wrongDs, unknownDs []time.Duration
+			for range 3 { // eve: 1 earlier login + 3 rounds x 3 stays within the 10-per-window limit
+				d, wrong := login("eve@example.com")
+				wrongDs = append(wrongDs, d)
+				d, unknown := login(fmt.Sprintf("nobody%d@example.com", round))
+				unknownDs = append(unknownDs, d)
+				if wrong.status != unknown.status || wrong.raw != unknown.raw {
+					t.Fatalf("answers differ:\n wrong password: %d %s\n unknown email:  %d %s", wrong.status, wrong.raw, unknown.status, unknown.raw)
+				}
+			}
+			wrongT, unknownT := median(wrongDs), median(unknownDs)
+			ratio = float64(max(wrongT, unknownT)) / float64(min(wrongT, unknownT))
+			t.Logf("round %d: median login time: wrong password %v, unknown email %v", round, wrongT, unknownT)
+			if ratio <= 2 {
+				return
+			}
 		}
-		ratio := float64(max(wrongT, unknownT)) / float64(min(wrongT, unknownT))
-		t.Logf("median login time: wrong password %v, unknown email %v", wrongT, unknownT)
-		if ratio > 3 {
-			t.Errorf("timing differs %.1fx: wrong password %v, unknown email %v", ratio, wrongT, unknownT)
-		}
+		t.Errorf("timing differs %.1fx after 3 rounds", ratio)
 	})
 
 	// The dummy hash costs what a real one does.

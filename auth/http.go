@@ -110,11 +110,14 @@ func (s *Service) Authenticate(r *http.Request) (*Principal, error) {
 	return nil, errUnauthorized("unauthorized", "authentication required: a session token, an API key or the session cookie")
 }
 
+func readOnlyMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions
+}
+
 // checkOrigin refuses cookie-authenticated state changes sent from another site: SameSite=Lax
 // already keeps the cookie off cross-site POSTs in modern browsers; this covers the rest.
 func (s *Service) checkOrigin(r *http.Request) error {
-	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodOptions:
+	if readOnlyMethod(r.Method) {
 		return nil
 	}
 	forbidden := httpx.Errorf(http.StatusForbidden, "bad_origin", "cross-site request refused")
@@ -186,6 +189,10 @@ func (s *Service) RequireUser(next http.Handler) http.Handler {
 		}
 		if p.rate != nil {
 			SetRateHeaders(w, *p.rate)
+		}
+		if !p.Can(PermWrite) && !readOnlyMethod(r.Method) {
+			Fail(w, r, httpx.Errorf(http.StatusForbidden, "insufficient_permission", "this API key is read-only"))
+			return
 		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}

@@ -175,6 +175,9 @@ func TestDoneMeans(t *testing.T) {
 		"expiresAt": clock.Now().Add(time.Hour).UTC().Format(time.RFC3339)}}), http.StatusCreated)
 	expKey := str(exp.body, "apiKey", "key")
 	must(t, b.do(t, req{method: "GET", path: "/auth/me?tool=ipintel", apiKey: expKey}), http.StatusOK)
+	if r := b.do(t, req{method: "POST", path: "/auth/logout", apiKey: expKey}); r.status != http.StatusForbidden || r.errCode() != "insufficient_permission" {
+		t.Errorf("read-only key on POST = %d %s, want 403 insufficient_permission", r.status, r.raw)
+	}
 	clock.Advance(2 * time.Hour)
 	for _, in := range []*instance{a, b} {
 		if r := in.do(t, req{method: "GET", path: "/auth/me", apiKey: expKey}); r.status != http.StatusUnauthorized || r.errCode() != "api_key_expired" {

@@ -285,6 +285,11 @@ func (s *Service) dropShared(ctx context.Context, kind, id, cacheKey string) {
 	if err := s.publishInvalidation(ctx, kind, id); err != nil {
 		s.log.Warn("invalidation publish failed", "kind", kind, "err", err)
 	}
+	select {
+	case <-s.stopped():
+		return // shutting down: no new goroutines once Close may be waiting for them
+	default:
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
