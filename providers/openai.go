@@ -2,6 +2,7 @@ package providers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,7 +141,7 @@ func (s *openAIStream) Recv() (Event, error) {
 		return c.finish(FinishCancelled), nil
 	}
 	for {
-		chunk, err := s.st.Recv()
+		raw, err := s.st.RecvRaw()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// go-openai reports [DONE] and a clean close alike; a
@@ -151,6 +152,18 @@ func (s *openAIStream) Recv() (Event, error) {
 				return c.fail(incompleteError(s.name)), nil
 			}
 			return c.fail(openAIError(s.name, err, s.ri)), nil
+		}
+		if t, ok := fastOpenAIDelta(raw); ok {
+			if t != "" {
+				return c.delta(t), nil
+			}
+			continue
+		}
+		// Anything but a plain text delta: decode into the SDK's type, as
+		// its Recv would.
+		var chunk openai.ChatCompletionStreamResponse
+		if err := json.Unmarshal(raw, &chunk); err != nil {
+			return c.fail(transportError(s.name, fmt.Errorf("decoding chunk: %w", err))), nil
 		}
 		if u := chunk.Usage; u != nil {
 			s.setUsage(u)
