@@ -124,6 +124,10 @@ type conn struct {
 
 	closing   atomic.Bool
 	closeOnce sync.Once
+	// flush asks the writer to write what is queued, then close with flushCode (shutdown).
+	flush     chan struct{}
+	flushOnce sync.Once
+	flushCode int
 
 	mu        sync.Mutex
 	turns     map[string]*turn              // guarded by mu: turns attached to this connection, by request id
@@ -132,7 +136,7 @@ type conn struct {
 
 func newConn(h *Hub, ws *websocket.Conn) *conn {
 	ctx, cancel := context.WithCancel(h.baseCtx)
-	return &conn{h: h, ws: ws, q: newOutQueue(h.o.QueueLimit), ctx: ctx, cancel: cancel,
+	return &conn{h: h, ws: ws, q: newOutQueue(h.o.QueueLimit), ctx: ctx, cancel: cancel, flush: make(chan struct{}),
 		turns: map[string]*turn{}, followers: map[string]context.CancelFunc{}}
 }
 
@@ -219,20 +223,19 @@ func (c *conn) writeLoop() {
 				c.abort()
 				return
 			}
+		case <-c.flush:
+			batch = c.q.take(batch)
+			if c.writeBatch(batch, &buf) {
+				c.closeWith(c.flushCode, "server shutting down")
+			} else {
+				c.abort()
+			}
+			return
 		case <-c.q.wake:
 			batch = c.q.take(batch)
-			for i := range batch {
-				it := &batch[i]
-				msg := it.raw
-				if it.reqID != "" {
-					buf = appendDelta(buf[:0], it.reqID, it.seq, it.text)
-					msg = buf
-				}
-				_ = c.ws.SetWriteDeadline(time.Now().Add(c.h.o.WriteTimeout))
-				if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
-					c.abort()
-					return
-				}
+			if !c.writeBatch(batch, &buf) {
+				c.abort()
+				return
 			}
 			clear(batch)
 			if cap(buf) > 64<<10 {
@@ -240,6 +243,32 @@ func (c *conn) writeLoop() {
 			}
 		}
 	}
+}
+
+// writeBatch writes each queued frame as its own message; false when a write failed.
+func (c *conn) writeBatch(batch []outItem, buf *[]byte) bool {
+	for i := range batch {
+		it := &batch[i]
+		msg := it.raw
+		if it.reqID != "" {
+			*buf = appendDelta((*buf)[:0], it.reqID, it.seq, it.text)
+			msg = *buf
+		}
+		_ = c.ws.SetWriteDeadline(time.Now().Add(c.h.o.WriteTimeout))
+		if err := c.ws.WriteMessage(websocket.TextMessage, msg); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// closeAfterFlush has the writer send what is queued, then close with code: at shutdown the
+// last frames of cancelled replies must reach the client before 1001.
+func (c *conn) closeAfterFlush(code int) {
+	c.flushOnce.Do(func() {
+		c.flushCode = code
+		close(c.flush)
+	})
 }
 
 // abort ends the connection after a failed write.

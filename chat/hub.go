@@ -237,7 +237,7 @@ func (h *Hub) shutdown(ctx context.Context) {
 		case <-ctx.Done():
 		}
 	}
-	h.forEachConn(func(c *conn) { c.closeWith(1001, "server shutting down") })
+	h.forEachConn(func(c *conn) { c.closeAfterFlush(1001) })
 	cdone := make(chan struct{})
 	go func() { h.connsWG.Wait(); close(cdone) }()
 	select {

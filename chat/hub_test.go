@@ -302,8 +302,6 @@ func TestBadFramesKeepTheConnection(t *testing.T) {
 		if err := c.sendRaw([]byte(tc.frame)); err != nil {
 			t.Fatal(err)
 		}
-		n := len(c.all)
-		_ = n
 		id := ""
 		var m map[string]any
 		if json.Unmarshal([]byte(tc.frame), &m) == nil {

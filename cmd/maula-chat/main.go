@@ -3,6 +3,7 @@
 //	maula-chat serve      run the server (embedded FerretDB and in-process primitives by default)
 //	maula-chat migrate    create every database, collection and index, then exit
 //	maula-chat mock-llm   a fake upstream speaking the five providers' streaming formats
+//	maula-chat admin ...  administer users, credits and plans
 //	maula-chat login      log in to a server and store the session token
 //	maula-chat chat       chat with a tool's AI in the terminal (streams; Ctrl-C stops a reply)
 //	maula-chat keys       list or create API keys
@@ -56,6 +57,8 @@ func commands() []command {
 			}
 			return nil
 		}},
+		{"bench", "measure the chat path against its floors (bench -h lists the scenarios)", runBench},
+		{"admin", "administer users, credits and plans (admin -h lists the subcommands)", runAdmin},
 		{"login", "log in to a server and store the session token", runLogin},
 		{"chat", "chat in the terminal: chat [--tool T] [--provider P] [--session S] [question]", runChat},
 		{"keys", "list or create API keys: keys [list] | keys create --tool T", runKeys},

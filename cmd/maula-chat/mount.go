@@ -2,13 +2,164 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
+	"time"
 
+	"github.com/maula-ai/maula-chat/auth"
+	"github.com/maula-ai/maula-chat/billing"
+	"github.com/maula-ai/maula-chat/chat"
 	"github.com/maula-ai/maula-chat/config"
+	"github.com/maula-ai/maula-chat/plans"
+	"github.com/maula-ai/maula-chat/providers"
 	"github.com/maula-ai/maula-chat/server"
+	"github.com/maula-ai/maula-chat/tools"
 )
 
-// mount wires the feature packages onto the server.
-func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stores, log *slog.Logger) error {
-	return nil
+// app holds the services mount started, for the order of shutdown.
+type app struct {
+	auth    *auth.Service
+	billing *billing.Service
+	hub     *chat.Hub
+	stopBg  context.CancelFunc
+}
+
+// mount wires the feature packages onto the server: providers, auth, billing and the chat
+// hub. The hub drains on shutdown through the server's drain hook.
+func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stores, log *slog.Logger) (*app, error) {
+	reg, err := providers.NewRegistry(providers.ConfigFromEnv(os.Getenv), nil)
+	if err != nil {
+		return nil, usageErr(&config.SettingError{Setting: "MAULA_PRICES", Err: err})
+	}
+	for _, p := range reg.List() {
+		if p.Available {
+			log.Info("provider available", "provider", p.Name, "defaultModel", p.DefaultModel)
+		}
+	}
+	a := &app{}
+	if a.auth, err = mountAuth(ctx, srv, cfg, st, log); err != nil {
+		return nil, err
+	}
+	a.billing, err = billing.New(ctx, billing.Options{Mongo: st.mongo, KV: st.kv, Prices: reg.Prices(),
+		Plans: planSource{a.auth.Plans()}, Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: log})
+	if err != nil {
+		a.close(context.Background())
+		return nil, fmt.Errorf("billing: %w", err)
+	}
+	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: billAdapter{a.billing},
+		Providers: reg, Prices: reg.Prices(), Mongo: st.mongo, KV: st.kv, Tools: tools.Default(), Log: log,
+		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod})
+	if err != nil {
+		a.close(context.Background())
+		return nil, fmt.Errorf("chat: %w", err)
+	}
+	a.hub.Routes(srv.Mux, a.auth.RequireUser, func(r *http.Request) (chat.Identity, bool) {
+		p := auth.PrincipalFrom(r.Context())
+		if p == nil {
+			return chat.Identity{}, false
+		}
+		return chat.Identity{UserID: p.UserID, Tool: p.Tool}, true
+	})
+	srv.Mux.Handle("GET /api/providers", a.auth.RequireUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeProviders(w, reg.List())
+	})))
+	srv.OnDrain(a.hub.Shutdown)
+	bgCtx, stop := context.WithCancel(context.Background())
+	a.stopBg = stop
+	go a.billing.Run(bgCtx, time.Minute, a.hub.StoredUsage)
+	return a, nil
+}
+
+// close stops what mount started, after the server drained and before the stores close.
+func (a *app) close(ctx context.Context) {
+	if a.stopBg != nil {
+		a.stopBg()
+	}
+	if a.hub != nil {
+		a.hub.Shutdown(ctx)
+	}
+	if a.auth != nil {
+		_ = a.auth.Close(ctx)
+	}
+}
+
+// planSource adapts the plan table to what billing asks of it.
+type planSource struct{ t *plans.Table }
+
+func (p planSource) Credits(plan string) (int64, bool) {
+	pl, ok := p.t.Get(plan)
+	return pl.AICredits, ok
+}
+
+func (p planSource) Period(plan string) time.Duration {
+	pl, ok := p.t.Get(plan)
+	if ok && pl.Interval == plans.Yearly {
+		return 365 * 24 * time.Hour
+	}
+	return 30 * 24 * time.Hour
+}
+
+func (p planSource) Price(plan string) (float64, string) {
+	pl, _ := p.t.Get(plan)
+	return pl.Price, pl.Currency
+}
+
+// authAdapter gives the hub the identity it needs from the auth service.
+type authAdapter struct{ s *auth.Service }
+
+func (a authAdapter) Authenticate(r *http.Request) (chat.Identity, error) {
+	p, err := a.s.Authenticate(r)
+	if err != nil {
+		return chat.Identity{}, err
+	}
+	viaCookie := r.Header.Get("Authorization") == "" && r.Header.Get("X-API-Key") == ""
+	return chat.Identity{UserID: p.UserID, Tool: p.Tool, Plan: p.Plan, Cookie: viaCookie}, nil
+}
+
+func (a authAdapter) AuthenticateToken(ctx context.Context, token string) (chat.Identity, error) {
+	p, err := a.s.AuthenticateToken(ctx, token)
+	if err != nil {
+		return chat.Identity{}, err
+	}
+	return chat.Identity{UserID: p.UserID, Tool: p.Tool, Plan: p.Plan}, nil
+}
+
+func (a authAdapter) AllowChat(ctx context.Context, id chat.Identity) (bool, time.Duration, error) {
+	d, err := a.s.AllowChat(ctx, &auth.Principal{UserID: id.UserID, Plan: id.Plan})
+	return d.Allowed, d.RetryAfter, err
+}
+
+// billAdapter gives the hub the billing service's reserve and settle.
+type billAdapter struct{ s *billing.Service }
+
+func (b billAdapter) Reserve(ctx context.Context, r chat.ReserveRequest) (chat.Reservation, error) {
+	res, err := b.s.Reserve(ctx, billing.ReserveRequest{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool,
+		Provider: r.Provider, Model: r.Model, PromptTokens: r.PromptTokens, MaxTokens: r.MaxTokens})
+	if errors.Is(err, billing.ErrInsufficientCredits) {
+		return chat.Reservation{}, chat.ErrInsufficientCredits
+	}
+	if err != nil {
+		return chat.Reservation{}, err
+	}
+	return chat.Reservation{Handle: res, MaxTokens: res.MaxTokens, CapLowered: res.CapLowered, CreditsLeft: res.CreditsLeft}, nil
+}
+
+func (b billAdapter) Settle(ctx context.Context, r chat.Reservation, o chat.Outcome) (chat.Settlement, error) {
+	res := *r.Handle.(*billing.Reservation)
+	// Price what was served: a fallback before the first token may have changed provider.
+	if o.Provider != "" {
+		res.Provider, res.Model = o.Provider, o.Model
+	}
+	s, err := b.s.Settle(ctx, &res, billing.Outcome{Usage: o.Usage, ProducedOutput: o.ProducedOutput, Status: o.Status, At: o.At})
+	if err != nil {
+		return chat.Settlement{}, err
+	}
+	return chat.Settlement{CostMicros: s.CostMicros, Credits: s.Credits, CreditsLeft: s.CreditsLeft}, nil
+}
+
+func (b billAdapter) LiveCost(r chat.Reservation, provider, model string, u providers.Usage) (int64, int64) {
+	return b.s.LiveCost(r.Handle.(*billing.Reservation), u)
 }

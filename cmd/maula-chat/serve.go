@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -89,13 +90,20 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
 	slog.SetDefault(log)
-	start := time.Now()
 	// Bind first: a port in use is a setting error and should not wait for the stores.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return usageErr(&config.SettingError{Setting: "MAULA_ADDR", Err: err})
 	}
+	return serveOn(ctx, cfg, log, ln, func(line string) { fmt.Fprintln(os.Stderr, line) })
+}
+
+// serveOn runs the server on ln until ctx is done, then shuts down in order: stop accepting,
+// drain the hub, flush auth's batches, close the stores. ready receives the one line saying
+// where it listens and which stores it uses.
+func serveOn(ctx context.Context, cfg *config.Config, log *slog.Logger, ln net.Listener, ready func(string)) error {
 	defer ln.Close()
+	start := time.Now()
 	st, err := openStores(ctx, cfg, log, false)
 	if err != nil {
 		return err
@@ -112,11 +120,21 @@ func runServe(ctx context.Context, args []string) error {
 		server.Check{Name: "mongodb", Fn: st.mongo.Ping},
 		server.Check{Name: st.kv.Kind(), Fn: st.kv.Ping},
 	)
-	if err := mount(ctx, srv, cfg, st, log); err != nil {
+	a, err := mount(ctx, srv, cfg, st, log)
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return err
+		}
 		return runErr(err)
 	}
-	fmt.Fprintf(os.Stderr, "maula-chat listening on http://%s%s/ (%s; ready in %s)\n",
-		ln.Addr(), cfg.BasePath, st.describe(cfg), time.Since(start).Round(time.Millisecond))
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.close(cctx)
+	}()
+	ready(fmt.Sprintf("maula-chat listening on http://%s%s/ (%s; ready in %s)",
+		ln.Addr(), cfg.BasePath, st.describe(cfg), time.Since(start).Round(time.Millisecond)))
 	if err := srv.Serve(ctx, ln, cfg.ShutdownTimeout); err != nil {
 		return runErr(err)
 	}

@@ -69,12 +69,18 @@ var DefaultMock = mockllm.Options{Chunks: 12, ChunkSize: 6, Delay: 2 * time.Mill
 // dir, bcrypt cost 4, echo on, every provider pointed at an in-process mock-llm with opts).
 func Start(t testing.TB, opts mockllm.Options, env ...string) *Server {
 	t.Helper()
+	return StartOn(t, opts, t.TempDir(), env...)
+}
+
+// StartOn is Start on an existing data dir (e.g. to restart on what an earlier server wrote).
+func StartOn(t testing.TB, opts mockllm.Options, dataDir string, env ...string) *Server {
+	t.Helper()
 	bin := Binary(t)
 	mock := mockllm.New(opts)
 	up := httptest.NewServer(mock)
 	t.Cleanup(up.Close)
 	port := freePort(t)
-	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Mock: mock, Options: opts, DataDir: t.TempDir(), done: make(chan error, 1)}
+	s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), Mock: mock, Options: opts, DataDir: dataDir, done: make(chan error, 1)}
 	s.cmd = exec.Command(bin, "serve")
 	s.cmd.Env = append(os.Environ(),
 		"MAULA_ADDR=127.0.0.1:"+fmt.Sprint(port), "MAULA_DATA_DIR="+s.DataDir, "MAULA_BCRYPT_COST=4",
