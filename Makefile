@@ -5,7 +5,7 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # Without any provider key, run turns on the offline echo provider so a fresh clone can chat.
 PROVIDER_KEYS := $(ANTHROPIC_API_KEY)$(OPENAI_API_KEY)$(XAI_API_KEY)$(MISTRAL_API_KEY)$(GEMINI_API_KEY)
 
-.PHONY: run build test lint bench fuzz clean
+.PHONY: run build test lint bench fuzz clean js-deps
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/maula-chat
@@ -16,15 +16,20 @@ run: build
 
 # Every test, integration included (embedded FerretDB, a real redis-server when installed),
 # with the race detector: the server is concurrent throughout.
-test: lint
+test: lint js-deps
 	$(GO) test -race -timeout 15m ./...
+
+# The JS SDK's tests (run from sdk/jstest) need its pinned dev dependencies.
+js-deps:
+	@if command -v node >/dev/null 2>&1; then cd sdk/js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error; fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# A short run of every scenario against its floors; results in bench-results/.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 2x ./store/
+	./$(BIN) bench -short all
 
 clean:
 	rm -rf bin

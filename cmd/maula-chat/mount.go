@@ -17,6 +17,7 @@ import (
 	"github.com/maula-ai/maula-chat/providers"
 	"github.com/maula-ai/maula-chat/server"
 	"github.com/maula-ai/maula-chat/tools"
+	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
 // app holds the services mount started, for the order of shutdown.
@@ -62,6 +63,13 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 			return chat.Identity{}, false
 		}
 		return chat.Identity{UserID: p.UserID, Tool: p.Tool}, true
+	})
+	a.billing.Routes(srv.Mux, a.auth.RequireUser, a.auth.RequireAdmin, func(ctx context.Context) (bson.ObjectID, bool) {
+		p := auth.PrincipalFrom(ctx)
+		if p == nil {
+			return bson.ObjectID{}, false
+		}
+		return p.UserID, true
 	})
 	srv.Mux.Handle("GET /api/providers", a.auth.RequireUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProviders(w, reg.List())
