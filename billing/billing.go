@@ -104,6 +104,9 @@ type Service struct {
 	rollups [numLevels]*mongo.Collection
 	locks   *mongo.Collection // maula-auth-db.billing_locks
 	locking bool              // serialize shared-document writes (FerretDB); set once by New
+	// localLocks maps a lock name to the *sync.Mutex that queues this instance's callers
+	// before the shared lock (lock.go). Owned by withLock.
+	localLocks sync.Map
 
 	// periodEnd caches each user's nextBillingDate (bson.ObjectID → time.Time) so that the lazy
 	// rollover check costs no read on the hot path. Owned by this Service; a stale value only

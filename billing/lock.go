@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -58,6 +59,12 @@ func (s *Service) withLock(ctx context.Context, name string, f func() error) err
 	if !s.locking {
 		return f()
 	}
+	// Queue this process's callers on a local mutex first, so that at most one goroutine per
+	// instance polls the shared lock: failed inserts are writes too, and hundreds of pollers
+	// would starve the embedded server.
+	mu, _ := s.localLocks.LoadOrStore(name, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	unlock, err := s.lock(ctx, name)
 	if err != nil {
 		return err

@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -105,31 +104,18 @@ func (s *Service) record(ctx context.Context, e *Entry) error {
 }
 
 func (s *Service) recordDocs(ctx context.Context, e *Entry) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	run := func(f func() error) {
-		wg.Go(func() {
-			if err := f(); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-		})
-	}
+	// Sequential on purpose: the embedded server answers concurrent writes to one SQLite file
+	// with SQLITE_BUSY, and the retries cost far more than the writes.
 	inc := bson.D{{Key: "$inc", Value: rollupInc(e)}}
 	for l := range numLevels {
-		run(func() error { return upsertInc(ctx, s.rollups[l], rollupKey(l, e), inc) })
+		if err := upsertInc(ctx, s.rollups[l], rollupKey(l, e), inc); err != nil {
+			return err
+		}
 	}
 	if e.Tool != "" {
-		run(func() error { return s.recordAnalytics(ctx, e) })
+		return s.recordAnalytics(ctx, e)
 	}
-	wg.Wait()
-	return first
+	return nil
 }
 
 // recordAnalytics $inc-s the seed's Analytics document of the user's day in the tool's
