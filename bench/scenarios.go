@@ -35,7 +35,8 @@ func newRig(ctx context.Context, cfg Config, opts mockllm.Options, users int) (*
 		return nil, err
 	}
 	r := &rig{up: up, relay: rel, srv: srv, opts: opts}
-	// Eight streams per user keeps under the per-user limit of running replies.
+	// Two streams per user: a realistic spread (money steps serialise per user) and well under
+	// the per-user limit of running replies.
 	for i := range max(users, 1) {
 		tok, err := srv.register(fmt.Sprintf("bench%d@bench.example", i))
 		if err != nil {
@@ -97,7 +98,7 @@ func runTTFT(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		levels, per = []int{1, 64}, 6
 	}
-	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/8+1)
+	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
 	if err != nil {
 		return err
 	}
@@ -120,8 +121,20 @@ func runTTFT(ctx context.Context, cfg Config, rep *Report) error {
 					Note: "full turn: auth'd socket, context + history load, credit reserve"})
 		}
 	}
+	addPhases(rep, r.srv)
 	checkOK(rep, "every reply complete and exact, no errors")
 	return nil
+}
+
+// addPhases reports the server's mean time in each phase of a turn over the whole run.
+func addPhases(rep *Report, s *server) {
+	ph := s.phaseMeans()
+	for _, name := range []string{"rate", "prompt", "reserve", "first_token", "record", "settle"} {
+		if d, ok := ph[name]; ok {
+			rep.Rows = append(rep.Rows, Row{Scenario: rep.Scenario, Metric: "server: mean time in turn phase " + name,
+				Value: us(d), Relay: na, Direct: na, Unit: "µs", Note: "from maula_chat_turn_phase_seconds"})
+		}
+	}
 }
 
 func runGap(ctx context.Context, cfg Config, rep *Report) error {
@@ -130,7 +143,7 @@ func runGap(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		per = 1
 	}
-	r, err := newRig(ctx, cfg, opts, conc/8+1)
+	r, err := newRig(ctx, cfg, opts, conc/2+1)
 	if err != nil {
 		return err
 	}
@@ -159,7 +172,7 @@ func runCapacity(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		levels = []int{64, 128, 256}
 	}
-	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/8+1)
+	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
 	if err != nil {
 		return err
 	}
@@ -245,7 +258,7 @@ func runRecord(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		per = 10
 	}
-	r, err := newRig(ctx, cfg, opts, conc/8+1)
+	r, err := newRig(ctx, cfg, opts, conc/2+1)
 	if err != nil {
 		return err
 	}

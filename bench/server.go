@@ -156,3 +156,34 @@ func (s *server) heapInuse() int64 {
 	}
 	return 0
 }
+
+// phaseMeans reads the hub's per-phase turn durations from /metrics: the mean of each phase
+// since start, which says what a full turn's time to first token is made of.
+func (s *server) phaseMeans() map[string]time.Duration {
+	resp, err := http.Get(s.URL + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	sums, counts := map[string]float64{}, map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for suffix, m := range map[string]map[string]float64{"_sum": sums, "_count": counts} {
+			prefix := "maula_chat_turn_phase_seconds" + suffix + `{phase="`
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				name, val, _ := strings.Cut(rest, `"} `)
+				f, _ := strconv.ParseFloat(val, 64)
+				m[name] = f
+			}
+		}
+	}
+	out := map[string]time.Duration{}
+	for k, sum := range sums {
+		if c := counts[k]; c > 0 {
+			out[k] = time.Duration(sum / c * float64(time.Second))
+		}
+	}
+	return out
+}

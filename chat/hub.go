@@ -19,6 +19,7 @@ import (
 	"github.com/maula-ai/maula-chat/providers"
 	"github.com/maula-ai/maula-chat/store"
 	"github.com/maula-ai/maula-chat/tools"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -109,20 +110,21 @@ type Options struct {
 	Tools     *tools.Registry
 	Log       *slog.Logger
 
-	AllowedOrigins   []string      // besides the same origin, for cookie-authenticated upgrades
-	CookieName       string        // the browser session cookie; its presence means "credentials given"
-	ReadLimit        int64         // largest client frame; default 64 KiB (over it: close 1009)
-	QueueLimit       int           // bytes queued per connection before closing 4008; default 1 MiB
-	MaxTurnsPerConn  int           // default 4
-	MaxTurnsPerUser  int           // default 16
-	Grace            time.Duration // how long a reply outlives its dropped socket; default 30 s
-	WriteTimeout     time.Duration // default 15 s
-	PingInterval     time.Duration // default 25 s
-	PongWait         time.Duration // default 60 s
-	AuthTimeout      time.Duration // first-frame auth; default 5 s
-	HistoryTokens    int           // token budget of history in a prompt; default 6000
-	DefaultMaxTokens int           // default output cap; default 1024
-	InstanceID       string        // distinguishes instances in control messages
+	AllowedOrigins   []string              // besides the same origin, for cookie-authenticated upgrades
+	CookieName       string                // the browser session cookie; its presence means "credentials given"
+	ReadLimit        int64                 // largest client frame; default 64 KiB (over it: close 1009)
+	QueueLimit       int                   // bytes queued per connection before closing 4008; default 1 MiB
+	MaxTurnsPerConn  int                   // default 4
+	MaxTurnsPerUser  int                   // default 16
+	Grace            time.Duration         // how long a reply outlives its dropped socket; default 30 s
+	WriteTimeout     time.Duration         // default 15 s
+	PingInterval     time.Duration         // default 25 s
+	PongWait         time.Duration         // default 60 s
+	AuthTimeout      time.Duration         // first-frame auth; default 5 s
+	HistoryTokens    int                   // token budget of history in a prompt; default 6000
+	DefaultMaxTokens int                   // default output cap; default 1024
+	InstanceID       string                // distinguishes instances in control messages
+	Metrics          prometheus.Registerer // where the hub's series go; nil: nowhere
 }
 
 func (o *Options) defaults() {
@@ -177,6 +179,7 @@ type Hub struct {
 	o         Options
 	shards    [numShards]shard
 	seed      maphash.Seed
+	m         *metrics
 	rec       *recorder
 	draining  atomic.Bool
 	shutOnce  sync.Once
@@ -197,6 +200,7 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	}
 	h.baseCtx, h.cancelAll = context.WithCancel(context.Background())
 	h.rec = newRecorder(o.Mongo, o.Log)
+	h.m = newMetrics(o.Metrics)
 	cctx, cancel := context.WithCancel(context.Background())
 	h.stopCtl = cancel
 	if err := h.startControl(cctx); err != nil {

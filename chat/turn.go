@@ -374,7 +374,9 @@ func (t *turn) run(id Identity) {
 		t.emit(entryTerminal, 0, "", mustJSON(protocol.Error{Type: protocol.TypeChatError, ID: t.key.id,
 			Code: code, Message: msg, Retryable: retryable, RetryAfterMs: after.Milliseconds()}))
 	}
+	t0 := time.Now()
 	ok, after, err := h.o.Auth.AllowChat(t.ctx, id)
+	h.m.observe("rate", t0)
 	if err != nil {
 		fail(protocol.CodeInternal, "rate limiter unavailable", true, time.Second)
 		return
@@ -383,7 +385,9 @@ func (t *turn) run(id Identity) {
 		fail(protocol.CodeRateLimited, "message rate of your plan reached", true, after)
 		return
 	}
+	t1 := time.Now()
 	prompt, err := h.buildPrompt(t.ctx, t)
+	h.m.observe("prompt", t1)
 	if err != nil {
 		if errors.Is(err, errAnalysisNotFound) {
 			fail(protocol.CodeNotFound, "no such analysis", false, 0)
@@ -397,6 +401,7 @@ func (t *turn) run(id Identity) {
 	if maxTokens == 0 {
 		maxTokens = int64(h.o.DefaultMaxTokens)
 	}
+	t2 := time.Now()
 	res, err := h.o.Billing.Reserve(t.ctx, ReserveRequest{RequestID: t.requestID(), UserID: t.key.user,
 		Tool: t.tool.ID, Provider: t.provider, Model: t.model,
 		PromptTokens: prompt.tokens, MaxTokens: maxTokens})
@@ -409,6 +414,7 @@ func (t *turn) run(id Identity) {
 		fail(protocol.CodeInternal, "could not reserve credits", true, time.Second)
 		return
 	}
+	h.m.observe("reserve", t2)
 	prompt.req.MaxTokens = int(res.MaxTokens)
 	t.emit(entryStarted, 0, "", mustJSON(protocol.Started{Type: protocol.TypeChatStarted, ID: t.key.id,
 		SessionID: t.session, MessageID: t.msgID.Hex(), Provider: t.provider, Model: t.model}))
@@ -446,6 +452,7 @@ func (t *turn) stream(p *prompt, res Reservation) *streamResult {
 	}
 	defer st.Close()
 	lastUsage := time.Now()
+	called := lastUsage
 	for {
 		ev, err := st.Recv()
 		if err != nil { // io.EOF after a terminal event, or a stream that broke without one
@@ -460,6 +467,9 @@ func (t *turn) stream(p *prompt, res Reservation) *streamResult {
 				continue
 			}
 			r.seq++
+			if r.seq == 1 {
+				h.m.observe("first_token", called)
+			}
 			r.text.WriteString(ev.Text)
 			t.emit(entryDelta, r.seq, ev.Text, nil)
 			if now := time.Now(); now.Sub(lastUsage) >= time.Second {
@@ -526,17 +536,22 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult) {
 	} else {
 		h.o.Log.Error("price a turn", "provider", r.provider, "model", r.model, "err", err)
 	}
+	t3 := time.Now()
 	if produced || status != statusFailed {
 		if err := h.rec.insert(h.baseCtx, t.tool.Database(), t.messages(p, r, finish, costMicros, priceID, now)); err != nil {
 			h.o.Log.Error("store chat messages", "err", err, "request", t.requestID())
 		}
 	}
+	h.m.observe("record", t3)
+	t4 := time.Now()
 	set, err := h.o.Billing.Settle(h.baseCtx, res, Outcome{Usage: r.usage, Provider: r.provider, Model: r.model,
 		ProducedOutput: produced, Status: status, At: now})
 	if err != nil {
 		h.o.Log.Error("settle credits", "err", err, "request", t.requestID())
 		set = Settlement{CostMicros: costMicros, CreditsLeft: res.CreditsLeft}
 	}
+	h.m.observe("settle", t4)
+	h.m.turns.WithLabelValues(status).Inc()
 	u := toProtoUsage(r.usage)
 	switch status {
 	case statusDone:

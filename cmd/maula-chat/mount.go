@@ -52,7 +52,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 	}
 	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: billAdapter{a.billing},
 		Providers: reg, Prices: reg.Prices(), Mongo: st.mongo, KV: st.kv, Tools: tools.Default(), Log: log,
-		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod})
+		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod, Metrics: srv.Registry})
 	if err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("chat: %w", err)
