@@ -282,6 +282,13 @@ type Webhook struct {
 	RetryPolicy RetryPolicy       `bson:"retryPolicy" json:"retryPolicy"`
 	Stats       WebhookStats      `bson:"stats" json:"stats"`
 	CreatedAt   time.Time         `bson:"createdAt" json:"createdAt"`
+	// Not in the seed: the riskScore at or above which threshold.exceeded fires, the run of
+	// failed attempts that disables the webhook, and why and when it was disabled.
+	Threshold           float64    `bson:"threshold" json:"threshold"`
+	ConsecutiveFailures int        `bson:"consecutiveFailures" json:"consecutiveFailures"`
+	DisabledAt          *time.Time `bson:"disabledAt,omitempty" json:"disabledAt,omitempty"`
+	DisabledReason      string     `bson:"disabledReason,omitempty" json:"disabledReason,omitempty"`
+	UpdatedAt           *time.Time `bson:"updatedAt,omitempty" json:"updatedAt,omitempty"`
 }
 
 // APILogRequest is the logged request, sensitive headers redacted.
@@ -329,6 +336,12 @@ type AnalyticsMetrics struct {
 	UniqueIPs             int64       `bson:"uniqueIPs" json:"uniqueIPs"`
 	TopCountries          []CountItem `bson:"topCountries" json:"topCountries"`
 	TopThreats            []CountItem `bson:"topThreats" json:"topThreats"`
+	// Not in the seed: the counts topCountries and topThreats are ranked from, and the sums
+	// averageProcessingTime is computed from (analyses only).
+	CountryCounts       map[string]int64 `bson:"countryCounts,omitempty" json:"-"`
+	ThreatCounts        map[string]int64 `bson:"threatCounts,omitempty" json:"-"`
+	ProcessingTimeTotal float64          `bson:"processingTimeTotal,omitempty" json:"-"`
+	ProcessingSamples   int64            `bson:"processingSamples,omitempty" json:"-"`
 }
 
 // AIUsage is a day's AI chat usage.
