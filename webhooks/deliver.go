@@ -65,11 +65,15 @@ func Backoff(backoff string, base time.Duration, n int) time.Duration {
 	if n < 1 {
 		n = 1
 	}
-	d := base * time.Duration(n)
-	if backoff == BackoffExponential {
-		d = base << min(n-1, 30)
+	const ceiling = 24 * time.Hour
+	if backoff != BackoffExponential {
+		return min(base*time.Duration(min(n, 1<<20)), ceiling)
 	}
-	return min(d, 24*time.Hour)
+	d := base
+	for i := 1; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
 }
 
 // AnalysisCreated queues analysis.created for the user's webhooks of tool subscribed to it,
