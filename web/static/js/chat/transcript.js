@@ -103,7 +103,7 @@ export class AssistantView {
     const u = r.usage || {};
     const parts = [`${count(u.input)} in · ${count(u.output)} out tokens`, money(r.costMicros)];
     if (r.provider) parts.push(`${r.provider}/${r.model}`);
-    if (r.cancelled) parts.unshift('Stopped');
+    if (r.cancelled || r.finishReason === 'cancelled') parts.unshift('Stopped');
     else if (r.finishReason && r.finishReason !== 'stop') parts.unshift(`Ended: ${r.finishReason}`);
     this.meta.textContent = parts.join(' · ');
     this.meta.dataset.costMicros = String(r.costMicros || 0);
