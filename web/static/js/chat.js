@@ -176,5 +176,10 @@ async function switchTool(id, sessionId = null) {
   else newConversation();
 }
 
-await switchTool(tools.current().id, params.get('session'));
+try {
+  await switchTool(tools.current().id, params.get('session'));
+} catch (err) {
+  // E.g. the socket could not be opened: say so where the reply would be; sending retries.
+  transcript.clear(`Could not reach the chat server: ${errorText(err)}`);
+}
 document.body.dataset.ready = 'true'; // for the browser tests: the page is wired
