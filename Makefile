@@ -19,9 +19,11 @@ run: build
 test: lint js-deps
 	$(GO) test -race -timeout 15m ./...
 
-# The JS SDK's tests (run from sdk/jstest) need its pinned dev dependencies.
+# The JS SDK's tests (sdk/jstest) and the browser tests (web/e2e) need their pinned npm
+# dependencies; installed from the npm cache when it has them.
 js-deps:
 	@if command -v node >/dev/null 2>&1; then cd sdk/js && npm ci --prefer-offline --no-audit --no-fund --loglevel=error; fi
+	@if command -v node >/dev/null 2>&1; then cd web/e2e && npm ci --prefer-offline --no-audit --no-fund --loglevel=error; fi
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -74,6 +74,10 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 	srv.Mux.Handle("GET /api/providers", a.auth.RequireUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProviders(w, reg.List())
 	})))
+	if err := mountWeb(srv, cfg); err != nil {
+		a.close(context.Background())
+		return nil, fmt.Errorf("web: %w", err)
+	}
 	srv.OnDrain(a.hub.Shutdown)
 	bgCtx, stop := context.WithCancel(context.Background())
 	a.stopBg = stop
