@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/maula-ai/maula-chat/providers"
 )
@@ -24,5 +27,51 @@ func BenchmarkTurnMoney(b *testing.B) {
 		if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 1000, Output: 200}, ProducedOutput: true, Status: StatusDone}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkCosts measures /admin/costs over 30 days of seeded rollups: per day 12 models,
+// 50 tools × 3 models, and 1,000 active users (the sizes a deployment with about 1,000,000
+// turns a month produces at the coarse levels).
+func BenchmarkCosts(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	s := e.service(b, PolicyPerCall, 0)
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	users := make([]bson.ObjectID, 1000)
+	for i := range users {
+		users[i] = bson.NewObjectID()
+	}
+	var model, tool, user []any
+	for d := range 30 {
+		day := dayOf(base.AddDate(0, 0, d))
+		for m := range 12 {
+			model = append(model, Rollup{Day: day, Provider: fmt.Sprint("p", m%5), Model: fmt.Sprint("m", m), Requests: 2000, Messages: 2000, Input: 1e6, Output: 3e5, CostMicros: 4_000_000})
+		}
+		for t := range 50 {
+			for m := range 3 {
+				tool = append(tool, Rollup{Day: day, Provider: fmt.Sprint("p", m), Model: fmt.Sprint("m", m), Tool: fmt.Sprint("tool", t), Requests: 200, Messages: 200, CostMicros: 300_000})
+			}
+		}
+		for _, u := range users {
+			user = append(user, Rollup{Day: day, UserID: u, Requests: 33, Messages: 33, CostMicros: 50_000})
+		}
+	}
+	for l, docs := range map[int][]any{levelModel: model, levelTool: tool, levelUser: user} {
+		for i := 0; i < len(docs); i += 5000 {
+			if _, err := s.rollups[l].InsertMany(ctx, docs[i:min(i+5000, len(docs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for _, gb := range [][]string{{DimProvider}, {DimModel, DimDay}, {DimTool}, {DimUser}} {
+		b.Run(fmt.Sprint(gb), func(b *testing.B) {
+			for b.Loop() {
+				rep, err := s.Costs(ctx, CostQuery{From: base, To: base.AddDate(0, 0, 29), GroupBy: gb, Limit: 100})
+				if err != nil || rep.Totals.Requests == 0 {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
