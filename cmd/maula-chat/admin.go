@@ -36,7 +36,15 @@ type adminEnv struct {
 
 // adminCommands maps a subcommand name to its implementation.
 var adminCommands = map[string]adminCommand{
-	"create-user": {"create a user (free plan, 50 default API keys): --email E --password-stdin [--admin] [--name N] [--show-keys]", adminCreateUser},
+	"create-user":   {"create a user (free plan, 50 default API keys): --email E --password-stdin [--admin] [--name N] [--show-keys]", adminCreateUser},
+	"grant-credits": {"add AI credits to a user, as a ledger entry: --email E (or --user ID) --credits N --reason R [--key K]", plain(runAdminGrantCredits)},
+	"set-plan":      {"change a user's plan (ledger entry and billing record): --email E --plan free|pro|enterprise", plain(runAdminSetPlan)},
+	"reconcile":     {"recompute costs from stored usage and prices; report differences (exit 1 if any): --from YYYY-MM-DD --to YYYY-MM-DD", plain(runAdminReconcile)},
+}
+
+// plain adapts a subcommand that opens its own stores.
+func plain(f func(ctx context.Context, args []string) error) func(context.Context, adminEnv, []string) error {
+	return func(ctx context.Context, _ adminEnv, args []string) error { return f(ctx, args) }
 }
 
 // runAdmin dispatches `maula-chat admin <subcommand> [flags]`.

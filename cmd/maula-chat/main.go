@@ -57,6 +57,7 @@ func commands() []command {
 			}
 			return nil
 		}},
+		{"demo-data", "create sample analyses for a user so a fresh server has context to chat about: --email E", runDemoData},
 		{"bench", "measure the chat path against its floors (bench -h lists the scenarios)", runBench},
 		{"admin", "administer users, credits and plans (admin -h lists the subcommands)", runAdmin},
 		{"login", "log in to a server and store the session token", runLogin},

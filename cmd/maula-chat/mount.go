@@ -13,7 +13,6 @@ import (
 	"github.com/maula-ai/maula-chat/billing"
 	"github.com/maula-ai/maula-chat/chat"
 	"github.com/maula-ai/maula-chat/config"
-	"github.com/maula-ai/maula-chat/plans"
 	"github.com/maula-ai/maula-chat/providers"
 	"github.com/maula-ai/maula-chat/server"
 	"github.com/maula-ai/maula-chat/tools"
@@ -26,6 +25,7 @@ type app struct {
 	billing *billing.Service
 	hub     *chat.Hub
 	stopBg  context.CancelFunc
+	tools   func(context.Context) // stops the webhook worker and flushes analytics
 }
 
 // mount wires the feature packages onto the server: providers, auth, billing and the chat
@@ -45,7 +45,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		return nil, err
 	}
 	a.billing, err = billing.New(ctx, billing.Options{Mongo: st.mongo, KV: st.kv, Prices: reg.Prices(),
-		Plans: planSource{a.auth.Plans()}, Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: log})
+		Plans: billingPlans{a.auth.Plans()}, Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: log})
 	if err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("billing: %w", err)
@@ -74,6 +74,10 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 	srv.Mux.Handle("GET /api/providers", a.auth.RequireUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProviders(w, reg.List())
 	})))
+	if a.tools, err = mountTools(ctx, srv, cfg, st, a.auth, log); err != nil {
+		a.close(context.Background())
+		return nil, fmt.Errorf("tool APIs: %w", err)
+	}
 	if err := mountWeb(srv, cfg); err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("web: %w", err)
@@ -93,30 +97,12 @@ func (a *app) close(ctx context.Context) {
 	if a.hub != nil {
 		a.hub.Shutdown(ctx)
 	}
+	if a.tools != nil {
+		a.tools(ctx)
+	}
 	if a.auth != nil {
 		_ = a.auth.Close(ctx)
 	}
-}
-
-// planSource adapts the plan table to what billing asks of it.
-type planSource struct{ t *plans.Table }
-
-func (p planSource) Credits(plan string) (int64, bool) {
-	pl, ok := p.t.Get(plan)
-	return pl.AICredits, ok
-}
-
-func (p planSource) Period(plan string) time.Duration {
-	pl, ok := p.t.Get(plan)
-	if ok && pl.Interval == plans.Yearly {
-		return 365 * 24 * time.Hour
-	}
-	return 30 * 24 * time.Hour
-}
-
-func (p planSource) Price(plan string) (float64, string) {
-	pl, _ := p.t.Get(plan)
-	return pl.Price, pl.Currency
 }
 
 // authAdapter gives the hub the identity it needs from the auth service.
