@@ -24,8 +24,8 @@ var genModels = []struct{ provider, model string }{
 	{"claude", "claude-sonnet-4-5"}, {"claude", "claude-haiku-4-5"}, {"gpt", "gpt-5"}, {"gpt", "gpt-5-mini"},
 }
 
-// genN turns are recorded (about 75 ms each on the embedded store of a loaded 2-core machine).
-var genN = 500
+// genN turns are recorded (75 ms each on the embedded store of a loaded 2-core machine, 3x that under -race).
+var genN = 300
 
 var genTools = []string{"ipintel", "fraudguard", "botshield", "idverify", "velocitycheck"}
 
