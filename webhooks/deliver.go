@@ -216,7 +216,7 @@ func (s *Service) enqueue(ctx context.Context, docs []any) error {
 }
 
 // batchSize is how many due deliveries one pass of the worker takes.
-const batchSize = 64
+const batchSize = 256
 
 // Run is the worker loop: it delivers what is due, then waits for the next poll, a wake-up
 // from this instance's Emit, or the end of ctx. Run one per instance; it owns cleanedAt.
@@ -246,14 +246,12 @@ func (s *Service) Run(ctx context.Context) {
 	}
 }
 
-// cleanup removes claims older than a day and finished deliveries older than a week.
+// cleanup removes claims older than a day and logged deliveries older than a week.
 func (s *Service) cleanup(ctx context.Context, now time.Time) error {
 	if _, err := s.claims.DeleteMany(ctx, bson.D{{Key: "at", Value: bson.D{{Key: "$lt", Value: now.Add(-24 * time.Hour)}}}}); err != nil {
 		return fmt.Errorf("webhooks: delete old claims: %w", err)
 	}
-	_, err := s.deliveries.DeleteMany(ctx, bson.D{
-		{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{StatusDelivered, StatusFailed, StatusCancelled}}}},
-		{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: now.Add(-7 * 24 * time.Hour)}}}})
+	_, err := s.log.DeleteMany(ctx, bson.D{{Key: "updatedAt", Value: bson.D{{Key: "$lt", Value: now.Add(-7 * 24 * time.Hour)}}}})
 	if err != nil {
 		return fmt.Errorf("webhooks: delete old deliveries: %w", err)
 	}
@@ -382,16 +380,24 @@ func (s *Service) claim(ctx context.Context, due []Delivery, now time.Time) ([]D
 			}
 		}
 	}
+	// A delivery won in generation 0 was read with the attempt number of its claim, and that
+	// claim is new: nobody made the attempt. A takeover (generation > 0) may have read the
+	// delivery before the dead claimer's successor recorded it: re-read those.
+	var out []Delivery
 	var ids bson.A
 	want := map[bson.ObjectID]int{}
 	for i := range due {
-		if won[i] {
+		switch {
+		case !won[i]:
+		case gens[i] == 0:
+			out = append(out, due[i])
+		default:
 			ids = append(ids, due[i].ID)
 			want[due[i].ID] = due[i].Attempts
 		}
 	}
 	if len(ids) == 0 {
-		return nil, nil
+		return out, nil
 	}
 	cur, err := s.deliveries.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
 	if err != nil {
@@ -401,7 +407,6 @@ func (s *Service) claim(ctx context.Context, due []Delivery, now time.Time) ([]D
 	if err := cur.All(ctx, &fresh); err != nil {
 		return nil, fmt.Errorf("webhooks: re-read claimed: %w", err)
 	}
-	out := fresh[:0]
 	for _, d := range fresh {
 		if d.Status == StatusPending && d.Attempts == want[d.ID] {
 			out = append(out, d)
@@ -491,36 +496,45 @@ type hookTally struct {
 	tool             string
 }
 
-// record writes the outcomes: every delivery's next state in one bulk write, then each
-// webhook's stats in one update (and its disabling when the run of failures reached
+// record writes the outcomes: the retries' next attempt in one bulk write, the finished
+// deliveries moved from the queue to the log, then each webhook's stats in one update (and its disabling when the run of failures reached
 // DisableAfter).
 func (s *Service) record(ctx context.Context, ds []Delivery, res []outcome, hooks map[bson.ObjectID]model.Webhook) error {
 	now := s.o.Now().UTC()
-	models := make([]mongo.WriteModel, 0, len(ds))
+	var (
+		models  []mongo.WriteModel
+		done    []any
+		deletes []mongo.WriteModel
+	)
 	tallies := map[bson.ObjectID]*hookTally{}
 	var order []bson.ObjectID
 	for i := range ds {
 		d, o := &ds[i], res[i]
-		set := bson.D{{Key: "updatedAt", Value: now}}
+		fin := *d
+		fin.UpdatedAt = now
 		switch {
 		case o.cancelled:
-			set = append(set, bson.E{Key: "status", Value: StatusCancelled}, bson.E{Key: "lastError", Value: o.err})
+			fin.Status, fin.LastError = StatusCancelled, o.err
 		case o.ok:
-			set = append(set, bson.E{Key: "status", Value: StatusDelivered}, bson.E{Key: "attempts", Value: d.Attempts + 1},
-				bson.E{Key: "lastStatus", Value: o.status}, bson.E{Key: "deliveredAt", Value: o.at}, bson.E{Key: "lastError", Value: ""})
+			at := o.at
+			fin.Status, fin.Attempts, fin.LastStatus, fin.DeliveredAt, fin.LastError = StatusDelivered, d.Attempts+1, o.status, &at, ""
 		default:
-			n := d.Attempts + 1
-			set = append(set, bson.E{Key: "attempts", Value: n}, bson.E{Key: "lastStatus", Value: o.status}, bson.E{Key: "lastError", Value: o.err})
-			if n > d.MaxRetries {
-				set = append(set, bson.E{Key: "status", Value: StatusFailed})
+			fin.Attempts, fin.LastStatus, fin.LastError = d.Attempts+1, o.status, o.err
+			if fin.Attempts > d.MaxRetries {
+				fin.Status = StatusFailed
 			} else {
-				set = append(set, bson.E{Key: "nextAttemptAt", Value: o.at.Add(Backoff(d.Backoff, s.o.RetryBase, n))})
+				// Filtered by _id alone (this instance holds the attempt's claim): FerretDB
+				// pushes only _id equality down to its storage.
+				models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: d.ID}}).
+					SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "attempts", Value: fin.Attempts}, {Key: "lastStatus", Value: o.status},
+						{Key: "lastError", Value: o.err}, {Key: "updatedAt", Value: now},
+						{Key: "nextAttemptAt", Value: o.at.Add(Backoff(d.Backoff, s.o.RetryBase, fin.Attempts))}}}}))
 			}
 		}
-		// Guarded by the attempt number: a write of an attempt already recorded matches nothing.
-		models = append(models, mongo.NewUpdateOneModel().
-			SetFilter(bson.D{{Key: "_id", Value: d.ID}, {Key: "attempts", Value: d.Attempts}, {Key: "status", Value: StatusPending}}).
-			SetUpdate(bson.D{{Key: "$set", Value: set}}))
+		if fin.Status != StatusPending {
+			done = append(done, fin)
+			deletes = append(deletes, mongo.NewDeleteOneModel().SetFilter(bson.D{{Key: "_id", Value: d.ID}}))
+		}
 		if o.cancelled {
 			continue
 		}
@@ -543,8 +557,19 @@ func (s *Service) record(ctx context.Context, ds []Delivery, res []outcome, hook
 		}
 	}
 	var errs []error
-	if _, err := s.deliveries.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
-		errs = append(errs, fmt.Errorf("webhooks: record deliveries: %w", err))
+	if len(models) > 0 {
+		if _, err := s.deliveries.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false)); err != nil {
+			errs = append(errs, fmt.Errorf("webhooks: record retries: %w", err))
+		}
+	}
+	if len(done) > 0 {
+		// Finished deliveries leave the queue for the log, so the queue the worker scans holds
+		// only what is pending (FerretDB scans rather than using the indexes).
+		if _, err := s.log.InsertMany(ctx, done, options.InsertMany().SetOrdered(false)); err != nil && !isAllDup(err) {
+			errs = append(errs, fmt.Errorf("webhooks: log deliveries: %w", err))
+		} else if _, err := s.deliveries.BulkWrite(ctx, deletes, options.BulkWrite().SetOrdered(false)); err != nil {
+			errs = append(errs, fmt.Errorf("webhooks: dequeue deliveries: %w", err))
+		}
 	}
 	for _, id := range order {
 		if err := s.recordStats(ctx, hooks[id], tallies[id], now); err != nil {
@@ -588,4 +613,19 @@ func (s *Service) recordStats(ctx context.Context, h model.Webhook, t *hookTally
 		s.o.Log.Warn("webhooks: webhook disabled", "webhookId", h.ID.Hex(), "userId", h.UserID.Hex(), "failures", after.ConsecutiveFailures)
 	}
 	return nil
+}
+
+// isAllDup reports whether every error of an unordered insert is a duplicate key: a record
+// retried after a partial failure.
+func isAllDup(err error) bool {
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil || len(bwe.WriteErrors) == 0 {
+		return false
+	}
+	for _, we := range bwe.WriteErrors {
+		if we.Code != 11000 {
+			return false
+		}
+	}
+	return true
 }

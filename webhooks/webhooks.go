@@ -46,10 +46,12 @@ const (
 // Events lists every event type a webhook may subscribe to.
 var Events = []string{EventAnalysisCreated, EventThresholdExceeded, EventChatCompleted, EventCreditsLow}
 
-// Queue collections, in maula-auth-db: the deliveries and the claims of their attempts.
+// Queue collections, in maula-auth-db: the pending deliveries, the claims of their attempts,
+// and the log of finished deliveries (kept a week).
 const (
-	CollDeliveries = "webhook_deliveries"
-	CollClaims     = "webhook_claims"
+	CollDeliveries  = "webhook_deliveries"
+	CollClaims      = "webhook_claims"
+	CollDeliveryLog = "webhook_delivery_log"
 )
 
 // Retry policy backoffs.
@@ -110,6 +112,7 @@ type Service struct {
 	o          Options
 	deliveries *mongo.Collection
 	claims     *mongo.Collection
+	log        *mongo.Collection
 	client     *http.Client
 	resolver   Resolver
 	instance   bson.ObjectID // names this instance in its claims
@@ -171,7 +174,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	s := &Service{o: o, instance: bson.NewObjectID(), wake: make(chan struct{}, 1), cache: map[string]cachedHooks{}}
 	db := o.Mongo.DB(store.AuthDB)
-	s.deliveries, s.claims = db.Collection(CollDeliveries), db.Collection(CollClaims)
+	s.deliveries, s.claims, s.log = db.Collection(CollDeliveries), db.Collection(CollClaims), db.Collection(CollDeliveryLog)
 	s.client = o.Client
 	if s.client == nil {
 		s.client = newClient(o.Timeout, o.AllowPrivate)
@@ -182,8 +185,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	if err := EnsureIndexes(ctx, s.deliveries, []Index{
 		{"status_1_nextAttemptAt_1", bson.D{{Key: "status", Value: 1}, {Key: "nextAttemptAt", Value: 1}}},
-		{"updatedAt_1", bson.D{{Key: "updatedAt", Value: 1}}},
 	}); err != nil {
+		return nil, err
+	}
+	if err := EnsureIndexes(ctx, s.log, []Index{{"updatedAt_1", bson.D{{Key: "updatedAt", Value: 1}}}, {"webhookId_1", bson.D{{Key: "webhookId", Value: 1}}}}); err != nil {
 		return nil, err
 	}
 	if err := EnsureIndexes(ctx, s.claims, []Index{{"at_1", bson.D{{Key: "at", Value: 1}}}}); err != nil {

@@ -436,7 +436,7 @@ func TestThresholdExceededAndGivingUp(t *testing.T) {
 	if len(hits) != 2 || hits[0].header.Get(EventHeader) != EventThresholdExceeded {
 		t.Fatalf("got %d hits, want 2 attempts of threshold.exceeded (maxRetries 1)", len(hits))
 	}
-	cur, _ := st.DB(store.AuthDB).Collection(CollDeliveries).Find(ctx, bson.D{{Key: "userId", Value: f.user}})
+	cur, _ := st.DB(store.AuthDB).Collection(CollDeliveryLog).Find(ctx, bson.D{{Key: "userId", Value: f.user}})
 	var ds []Delivery
 	_ = cur.All(ctx, &ds)
 	if len(ds) != 1 || ds[0].Status != StatusFailed || ds[0].Attempts != 2 {
@@ -528,7 +528,7 @@ func TestDialRefusedAtDelivery(t *testing.T) {
 	if n := len(rcv.got()); n != 0 {
 		t.Fatalf("a loopback receiver got %d requests", n)
 	}
-	cur, _ := st.DB(store.AuthDB).Collection(CollDeliveries).Find(context.Background(), bson.D{{Key: "userId", Value: open.user}})
+	cur, _ := st.DB(store.AuthDB).Collection(CollDeliveryLog).Find(context.Background(), bson.D{{Key: "userId", Value: open.user}})
 	var ds []Delivery
 	_ = cur.All(context.Background(), &ds)
 	if len(ds) != 1 || ds[0].Status != StatusFailed || !strings.Contains(ds[0].LastError, "refusing to connect") {
@@ -579,4 +579,55 @@ func TestBackoff(t *testing.T) {
 			t.Errorf("Backoff(%s, %d) = %v, want %v", tc.policy, tc.n, got, tc.want)
 		}
 	}
+}
+
+// BenchmarkDeliveries measures queued deliveries made per second to a local receiver: the
+// worker's passes (find due, claim by insert, post signed, record in bulk, stats per webhook).
+func BenchmarkDeliveries(b *testing.B) {
+	mongoOnce.Do(func() {
+		var err error
+		sharedDB, closeDB, err = testenv.OpenMongo()
+		if err != nil {
+			b.Fatal(err)
+		}
+	})
+	st := sharedDB
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	user := bson.NewObjectID()
+	svc, err := New(context.Background(), Options{Mongo: st, Tools: tools.Default(), AllowPrivate: true,
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Identify: func(context.Context) (bson.ObjectID, bool) { return user, true }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hook := model.Webhook{ID: bson.NewObjectID(), UserID: user, URL: srv.URL, Events: []string{EventAnalysisCreated}, IsActive: true,
+		Secret: "whsec_bench", RetryPolicy: model.RetryPolicy{MaxRetries: 3, Backoff: BackoffExponential}, Threshold: 70, CreatedAt: time.Now()}
+	if _, err := st.DB("ipintel-db").Collection(model.CollWebhooks).InsertOne(context.Background(), hook); err != nil {
+		b.Fatal(err)
+	}
+	payload := map[string]any{"analysis": map[string]any{"id": "x", "riskScore": 42, "ipAddress": "203.0.113.9"}}
+	ctx := context.Background()
+	// Queue b.N events (not timed), then time the worker draining them.
+	b.StopTimer()
+	for range b.N {
+		if err := svc.AnalysisCreated(ctx, "ipintel", user, payload, 42); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StartTimer()
+	start := time.Now()
+	for {
+		n, err := svc.RunOnce(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
 }

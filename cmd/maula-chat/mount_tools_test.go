@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,7 @@ type upstream struct {
 	bodies chan []byte
 }
 
-func newUpstream(t *testing.T) *upstream {
+func newUpstream(t testing.TB) *upstream {
 	u := &upstream{bodies: make(chan []byte, 16)}
 	mock := mockllm.New(mockllm.Options{Chunks: 4, ChunkSize: 6, ErrorAfter: -1, ResetAfter: -1, InputTokens: 40})
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +58,7 @@ func newUpstream(t *testing.T) *upstream {
 	return u
 }
 
-func startToolsServer(t *testing.T, dataDir string, up *upstream) *toolsServer {
+func startToolsServer(t testing.TB, dataDir string, up *upstream) *toolsServer {
 	t.Helper()
 	t.Setenv("ANTHROPIC_API_KEY", "test")
 	t.Setenv("ANTHROPIC_BASE_URL", up.srv.URL)
@@ -111,7 +112,7 @@ func startToolsServer(t *testing.T, dataDir string, up *upstream) *toolsServer {
 	return ts
 }
 
-func (s *toolsServer) do(t *testing.T, method, path, cred string, body any) (int, http.Header, map[string]any) {
+func (s *toolsServer) do(t testing.TB, method, path, cred string, body any) (int, http.Header, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -133,7 +134,7 @@ func (s *toolsServer) do(t *testing.T, method, path, cred string, body any) (int
 }
 
 // registerKeys registers a user and returns the session token and the key texts by tool.
-func (s *toolsServer) registerKeys(t *testing.T, email string) (string, map[string]string) {
+func (s *toolsServer) registerKeys(t testing.TB, email string) (string, map[string]string) {
 	t.Helper()
 	code, _, out := s.do(t, "POST", "/auth/register", "", map[string]string{"email": email, "password": "correct horse battery"})
 	if code != http.StatusCreated {
@@ -437,7 +438,7 @@ func TestWebhookRetrySurvivesRestart(t *testing.T) {
 	// Halting waits for the worker's pass, so the attempt is recorded.
 	s2.halt()
 	var d webhooks.Delivery
-	if err := s2.st.mongo.DB("maula-auth-db").Collection(webhooks.CollDeliveries).FindOne(context.Background(), bson.D{}).Decode(&d); err != nil {
+	if err := s2.st.mongo.DB("maula-auth-db").Collection(webhooks.CollDeliveryLog).FindOne(context.Background(), bson.D{}).Decode(&d); err != nil {
 		t.Fatal(err)
 	}
 	if d.Status != webhooks.StatusDelivered || d.Attempts != 2 {
@@ -448,4 +449,57 @@ func TestWebhookRetrySurvivesRestart(t *testing.T) {
 	if h.Stats.TotalSent != 2 || h.Stats.SuccessCount != 1 || h.Stats.FailureCount != 1 {
 		t.Fatalf("stats %+v", h.Stats)
 	}
+}
+
+// BenchmarkAnalysesWithKey measures POST /api/ipintel/analyses over HTTP with an API key,
+// through the whole server: key authentication, rate limit, validation, insert, cache,
+// analytics, webhook lookup, api_logs. Run with -cpu to set the concurrent posters.
+func BenchmarkAnalysesWithKey(b *testing.B) {
+	b.Setenv("MAULA_PLANS", writePlans(b))
+	up := newUpstream(b)
+	s := startToolsServer(b, b.TempDir(), up)
+	code, _, out := s.do(b, "POST", "/auth/register", "", map[string]string{"email": "bench@example.com", "password": "correct horse battery"})
+	if code != http.StatusCreated {
+		b.Fatalf("register: %d %v", code, out)
+	}
+	var key string
+	for _, k := range out["apiKeys"].([]any) {
+		if m := k.(map[string]any); m["toolName"] == "ipintel" {
+			key = m["key"].(string)
+		}
+	}
+	body, _ := json.Marshal(ipAnalysis("185.220.101.34", 92, "critical"))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("POST", s.base+"/api/ipintel/analyses", bytes.NewReader(body))
+			req.Header.Set("X-API-Key", key)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "analyses/s")
+}
+
+// writePlans writes a plan table whose free plan allows a benchmark's request rate.
+func writePlans(b *testing.B) string {
+	p := b.TempDir() + "/plans.json"
+	data := `{"plans":[{"name":"free","aiCredits":100,"maxAPIRequests":100000000,"maxTools":50,"supportLevel":"basic",
+"chatMessagesPerMinute":10,"apiKeyRequestsPerMinute":10000000,"apiKeyRequestsPerDay":100000000,"analysisRetentionDays":7,
+"price":0,"currency":"USD","interval":"monthly"}]}`
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return p
 }
