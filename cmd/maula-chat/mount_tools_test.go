@@ -503,3 +503,21 @@ func writePlans(b *testing.B) string {
 	}
 	return p
 }
+
+// demo-data records its samples through the validation for a registered user.
+func TestDemoData(t *testing.T) {
+	up := newUpstream(t)
+	s := startToolsServer(t, t.TempDir(), up)
+	token, _ := s.registerKeys(t, "demo@example.com")
+	n, err := writeDemoData(context.Background(), s.st, "demo@example.com", time.Now(), nil)
+	if err != nil || n != len(demoSamples()) {
+		t.Fatalf("writeDemoData = %d, %v", n, err)
+	}
+	code, _, out := s.do(t, "GET", "/api/ipintel/analyses", token, nil)
+	if list := out["analyses"].([]any); code != 200 || len(list) != 6 || list[0].(map[string]any)["ipAddress"] != "193.32.249.136" {
+		t.Fatalf("ipintel analyses: %d %v", code, out)
+	}
+	if _, err := writeDemoData(context.Background(), s.st, "nobody@example.com", time.Now(), nil); err == nil {
+		t.Fatal("an unknown email was accepted")
+	}
+}
