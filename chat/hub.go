@@ -93,6 +93,21 @@ type Biller interface {
 	LiveCost(res Reservation, provider, model string, u providers.Usage) (costMicros, creditsLeft int64)
 }
 
+// CompletedTurn describes a reply that ended (done or cancelled) for event subscribers.
+type CompletedTurn struct {
+	UserID                          bson.ObjectID
+	Plan, Tool, SessionID, ID       string // ID: the client's request id
+	Provider, Model, Status, Finish string
+	Usage                           providers.Usage
+	CostMicros, CreditsLeft         int64
+}
+
+// Events hears of finished turns (the webhooks' chat.completed and credits.low). It is called
+// after the terminal frame was sent, so it never delays the client.
+type Events interface {
+	TurnCompleted(ctx context.Context, t CompletedTurn)
+}
+
 // Streamer is the provider registry.
 type Streamer interface {
 	Stream(ctx context.Context, provider string, req *providers.Request) (providers.Stream, error)
@@ -105,6 +120,7 @@ type Options struct {
 	Billing   Biller
 	Providers Streamer
 	Prices    *providers.PriceBook
+	Events    Events // optional
 	Mongo     *store.Store
 	KV        kv.Store
 	Tools     *tools.Registry

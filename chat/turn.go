@@ -419,7 +419,7 @@ func (t *turn) run(id Identity) {
 	t.emit(entryStarted, 0, "", mustJSON(protocol.Started{Type: protocol.TypeChatStarted, ID: t.key.id,
 		SessionID: t.session, MessageID: t.msgID.Hex(), Provider: t.provider, Model: t.model}))
 	r := t.stream(prompt, res)
-	t.record(prompt, res, r)
+	t.record(prompt, res, r, id.Plan)
 }
 
 // requestID is the turn's idempotency key for money: unique per user and client id.
@@ -502,7 +502,7 @@ func (r *streamResult) served(ev providers.Event) {
 
 // record stores the messages, settles the credits and sends the terminal frame, in that
 // order: what chat.done reports is stored.
-func (t *turn) record(p *prompt, res Reservation, r *streamResult) {
+func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) {
 	h := t.h
 	now := time.Now().UTC()
 	t.mu.Lock()
@@ -561,14 +561,25 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult) {
 		t.emit(entryTerminal, 0, "", mustJSON(protocol.Cancelled{Type: protocol.TypeChatCancelled, ID: t.key.id, Seq: r.seq,
 			Usage: u, CostUSD: usd(costMicros), CostMicros: costMicros, CreditsLeft: set.CreditsLeft}))
 	default:
-		pe := r.err
-		if pe == nil {
-			pe = &providers.Error{Provider: r.provider, Message: "the provider failed", Retryable: true}
-		}
-		t.emit(entryTerminal, 0, "", mustJSON(protocol.Error{Type: protocol.TypeChatError, ID: t.key.id, Seq: r.seq,
-			Code: protocol.CodeProviderError, Message: pe.Message, Retryable: pe.Retryable,
-			RetryAfterMs: pe.RetryAfter.Milliseconds()}))
+		t.emitFailure(r)
+		return
 	}
+	if h.o.Events != nil {
+		h.o.Events.TurnCompleted(h.baseCtx, CompletedTurn{UserID: t.key.user, Plan: plan, Tool: t.tool.ID, SessionID: t.session,
+			ID: t.key.id, Provider: r.provider, Model: r.model, Status: status, Finish: finish, Usage: r.usage,
+			CostMicros: costMicros, CreditsLeft: set.CreditsLeft})
+	}
+}
+
+// emitFailure ends a reply whose provider failed with chat.error.
+func (t *turn) emitFailure(r *streamResult) {
+	pe := r.err
+	if pe == nil {
+		pe = &providers.Error{Provider: r.provider, Message: "the provider failed", Retryable: true}
+	}
+	t.emit(entryTerminal, 0, "", mustJSON(protocol.Error{Type: protocol.TypeChatError, ID: t.key.id, Seq: r.seq,
+		Code: protocol.CodeProviderError, Message: pe.Message, Retryable: pe.Retryable,
+		RetryAfterMs: pe.RetryAfter.Milliseconds()}))
 }
 
 func validObjectID(s string) bool {

@@ -13,9 +13,11 @@ import (
 	"github.com/maula-ai/maula-chat/billing"
 	"github.com/maula-ai/maula-chat/chat"
 	"github.com/maula-ai/maula-chat/config"
+	"github.com/maula-ai/maula-chat/plans"
 	"github.com/maula-ai/maula-chat/providers"
 	"github.com/maula-ai/maula-chat/server"
 	"github.com/maula-ai/maula-chat/tools"
+	"github.com/maula-ai/maula-chat/webhooks"
 	"go.mongodb.org/mongo-driver/v2/bson"
 )
 
@@ -50,7 +52,14 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		a.close(context.Background())
 		return nil, fmt.Errorf("billing: %w", err)
 	}
+	tapi, err := mountToolsAPI(ctx, srv, cfg, st, a.auth, log)
+	if err != nil {
+		a.close(context.Background())
+		return nil, fmt.Errorf("tool APIs: %w", err)
+	}
+	a.tools = tapi.close
 	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: billAdapter{a.billing},
+		Events:    turnEvents{wh: tapi.webhooks, plans: a.auth.Plans(), log: log},
 		Providers: reg, Prices: reg.Prices(), Mongo: st.mongo, KV: st.kv, Tools: tools.Default(), Log: log,
 		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod, Metrics: srv.Registry})
 	if err != nil {
@@ -74,10 +83,6 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 	srv.Mux.Handle("GET /api/providers", a.auth.RequireUser(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeProviders(w, reg.List())
 	})))
-	if a.tools, err = mountTools(ctx, srv, cfg, st, a.auth, log); err != nil {
-		a.close(context.Background())
-		return nil, fmt.Errorf("tool APIs: %w", err)
-	}
 	if err := mountWeb(srv, cfg); err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("web: %w", err)
@@ -160,4 +165,27 @@ func (b billAdapter) Settle(ctx context.Context, r chat.Reservation, o chat.Outc
 
 func (b billAdapter) LiveCost(r chat.Reservation, provider, model string, u providers.Usage) (int64, int64) {
 	return b.s.LiveCost(r.Handle.(*billing.Reservation), u)
+}
+
+// turnEvents turns finished chat turns into webhook events: chat.completed always, and
+// credits.low when the balance fell under a tenth of the plan's credits.
+type turnEvents struct {
+	wh    *webhooks.Service
+	plans *plans.Table
+	log   *slog.Logger
+}
+
+func (e turnEvents) TurnCompleted(ctx context.Context, t chat.CompletedTurn) {
+	payload := map[string]any{"sessionId": t.SessionID, "requestId": t.ID, "provider": t.Provider, "model": t.Model,
+		"status": t.Status, "finishReason": t.Finish, "costMicros": t.CostMicros, "creditsLeft": t.CreditsLeft,
+		"usage": map[string]int64{"input": t.Usage.Input, "output": t.Usage.Output, "cacheRead": t.Usage.CacheRead,
+			"cacheWrite": t.Usage.CacheWrite, "reasoning": t.Usage.Reasoning}}
+	if err := e.wh.ChatCompleted(ctx, t.UserID, t.Tool, payload); err != nil {
+		e.log.Warn("queue chat.completed", "err", err)
+	}
+	if p, ok := e.plans.Get(t.Plan); ok && webhooks.CreditsAreLow(t.CreditsLeft, p.AICredits) {
+		if err := e.wh.CreditsLow(ctx, t.UserID, "", map[string]any{"creditsLeft": t.CreditsLeft, "planCredits": p.AICredits}); err != nil {
+			e.log.Warn("queue credits.low", "err", err)
+		}
+	}
 }
