@@ -85,7 +85,7 @@ func newAnalytics(ctx context.Context, o Options) (*Analytics, error) {
 		return nil, err
 	}
 	if on {
-		a.locks = &rollupLock{coll: o.Mongo.DB(store.AuthDB).Collection(lockColl)}
+		a.locks = &rollupLock{coll: o.Mongo.DB(store.AuthDB).Collection(lockColl), localOnly: o.Locking == "local"}
 	}
 	return a, nil
 }
@@ -278,20 +278,25 @@ const (
 	lockLease = 30 * time.Second
 )
 
-// rollupLock takes billing's "rollups" lease lock; a nil *rollupLock runs f unlocked.
-type rollupLock struct{ coll *mongo.Collection }
+// rollupLock takes billing's "rollups" lock; a nil *rollupLock runs f unlocked. Callers queue
+// first on the process-wide mutex billing uses for the same name (store.LocalLock); with
+// localOnly (the sole client of an embedded server) that mutex is the whole lock.
+type rollupLock struct {
+	coll      *mongo.Collection
+	localOnly bool
+}
 
 // detectLocking decides whether analytics writes take the lock: "on", "off", or "auto" (on
 // when the server reports a FerretDB version, as billing decides).
 func detectLocking(ctx context.Context, st *store.Store, mode string) (bool, error) {
 	switch mode {
-	case "on":
+	case "on", "local":
 		return true, nil
 	case "off":
 		return false, nil
 	case "", "auto":
 	default:
-		return false, fmt.Errorf("analyses: locking %q: want auto, on or off", mode)
+		return false, fmt.Errorf("analyses: locking %q: want auto, on, local or off", mode)
 	}
 	var info bson.M
 	if err := st.DB(store.AuthDB).RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
@@ -303,6 +308,12 @@ func detectLocking(ctx context.Context, st *store.Store, mode string) (bool, err
 
 func (l *rollupLock) with(ctx context.Context, f func() error) error {
 	if l == nil {
+		return f()
+	}
+	mu := store.LocalLock("lock:" + lockName)
+	mu.Lock()
+	defer mu.Unlock()
+	if l.localOnly {
 		return f()
 	}
 	owner := bson.NewObjectID()

@@ -95,19 +95,16 @@ type Options struct {
 // Service is the billing service. It is safe for concurrent use and holds no balance in
 // memory: every instance shares the state in MongoDB.
 type Service struct {
-	o       Options
-	log     *slog.Logger
-	now     func() time.Time
-	subs    *mongo.Collection // maula-auth-db.subscriptions
-	ledger  *mongo.Collection // maula-auth-db.credit_ledger
-	bills   *mongo.Collection // maula-auth-db.billing
-	rollups [numLevels]*mongo.Collection
-	locks   *mongo.Collection // maula-auth-db.billing_locks
-	locking bool              // serialize shared-document writes (FerretDB); set once by New
-	// localLocks maps a lock name to the *sync.Mutex that queues this instance's callers
-	// before the shared lock (lock.go). Owned by withLock.
-	localLocks sync.Map
-
+	o         Options
+	log       *slog.Logger
+	now       func() time.Time
+	subs      *mongo.Collection // maula-auth-db.subscriptions
+	ledger    *mongo.Collection // maula-auth-db.credit_ledger
+	bills     *mongo.Collection // maula-auth-db.billing
+	rollups   [numLevels]*mongo.Collection
+	locks     *mongo.Collection // maula-auth-db.billing_locks
+	locking   bool              // serialize shared-document writes (FerretDB); set once by New
+	localOnly bool              // Locking "local": the process-wide mutex is the whole lock; set once by New
 	// periodEnd caches each user's nextBillingDate (bson.ObjectID → time.Time) so that the lazy
 	// rollover check costs no read on the hot path. Owned by this Service; a stale value only
 	// delays the check to the next failed reserve, never skips it (see reserveOnce).
@@ -150,6 +147,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		locks:  db.Collection(lockColl),
 	}
 	var err error
+	s.localOnly = o.Locking == "local"
 	if s.locking, err = detectLocking(ctx, db, o.Locking); err != nil {
 		return nil, err
 	}

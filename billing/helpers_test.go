@@ -68,8 +68,15 @@ func (o *onceTB) TempDir() string {
 
 func (e *env) service(t testing.TB, policy string, mpc int64) *Service {
 	t.Helper()
+	return e.serviceLocking(t, policy, mpc, "local")
+}
+
+// serviceLocking is service with a locking mode: "local" (one process is the only writer, as
+// with the default embedded store) or "on" (the shared lease lock, for several instances).
+func (e *env) serviceLocking(t testing.TB, policy string, mpc int64, locking string) *Service {
+	t.Helper()
 	s, err := New(context.Background(), Options{Mongo: e.mongo, KV: e.kv, Prices: providers.DefaultPrices(),
-		Plans: testPlans, Policy: policy, MicrosPerCredit: mpc, Now: e.clk.Now})
+		Plans: testPlans, Policy: policy, MicrosPerCredit: mpc, Now: e.clk.Now, Locking: locking})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/maula-ai/maula-chat/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 )
@@ -27,11 +27,12 @@ const (
 	lockLease = 30 * time.Second // a holder dead for this long loses the lock
 )
 
-// detectLocking decides whether writes need the lease lock: "on", "off", or "auto" (on when
-// the server reports a FerretDB version).
+// detectLocking decides whether writes need the lease lock: "on", "off", "local" (a
+// process-wide mutex only, for the sole client of an embedded server), or "auto" (on when the
+// server reports a FerretDB version).
 func detectLocking(ctx context.Context, db *mongo.Database, mode string) (bool, error) {
 	switch mode {
-	case "on":
+	case "on", "local":
 		return true, nil
 	case "off":
 		return false, nil
@@ -61,10 +62,14 @@ func (s *Service) withLock(ctx context.Context, name string, f func() error) err
 	}
 	// Queue this process's callers on a local mutex first, so that at most one goroutine per
 	// instance polls the shared lock: failed inserts are writes too, and hundreds of pollers
-	// would starve the embedded server.
-	mu, _ := s.localLocks.LoadOrStore(name, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	// would starve the embedded server. The mutex is process-wide and shared with the other
+	// writers of the same documents (analytics), see store.LocalLock.
+	mu := store.LocalLock("lock:" + name)
+	mu.Lock()
+	defer mu.Unlock()
+	if s.localOnly {
+		return f() // the only client of its embedded server: the mutex is the whole lock
+	}
 	unlock, err := s.lock(ctx, name)
 	if err != nil {
 		return err

@@ -44,6 +44,9 @@ type Store struct {
 	URI string
 	// Embedded is true when this process runs the FerretDB server itself.
 	Embedded bool
+	// Exposed is true when the embedded server listens on an address given for other
+	// processes (Options.Listen), so they may write too.
+	Exposed bool
 
 	stopFerret context.CancelFunc
 	ferretDone chan struct{}
@@ -132,7 +135,7 @@ func (s *Store) startEmbedded(opts Options, log *slog.Logger) error {
 		return fmt.Errorf("start embedded FerretDB: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.stopFerret, s.ferretDone, s.Embedded = cancel, make(chan struct{}), true
+	s.stopFerret, s.ferretDone, s.Embedded, s.Exposed = cancel, make(chan struct{}), true, opts.Listen != ""
 	go func() {
 		defer close(s.ferretDone)
 		_ = f.Run(ctx)

@@ -53,7 +53,8 @@ func newBillingService(ctx context.Context, cfg *config.Config, st *stores) (*bi
 		return nil, err
 	}
 	return billing.New(ctx, billing.Options{Mongo: st.mongo, KV: st.kv, Prices: prices, Plans: billingPlans{table},
-		Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: newLogger(cfg.LogFormat, "warn", os.Stderr)})
+		Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: newLogger(cfg.LogFormat, "warn", os.Stderr),
+		Locking: lockMode(st)})
 }
 
 // billingUserFlag resolves --user (24 hex characters) or --email to a user id.

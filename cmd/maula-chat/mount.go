@@ -47,7 +47,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		return nil, err
 	}
 	a.billing, err = billing.New(ctx, billing.Options{Mongo: st.mongo, KV: st.kv, Prices: reg.Prices(),
-		Plans: billingPlans{a.auth.Plans()}, Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: log})
+		Plans: billingPlans{a.auth.Plans()}, Policy: cfg.CreditPolicy, MicrosPerCredit: cfg.MicrosPerCredit, Log: log, Locking: lockMode(st)})
 	if err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("billing: %w", err)
@@ -188,4 +188,14 @@ func (e turnEvents) TurnCompleted(ctx context.Context, t chat.CompletedTurn) {
 			e.log.Warn("queue credits.low", "err", err)
 		}
 	}
+}
+
+// lockMode says how billing and analytics serialise writers of shared documents: with the
+// embedded server and no other process able to reach it, a process-wide mutex; otherwise as
+// the server needs (a lease lock on FerretDB, none on MongoDB).
+func lockMode(st *stores) string {
+	if st.mongo.SoleWriter() {
+		return "local"
+	}
+	return "auto"
 }

@@ -108,7 +108,7 @@ func mountToolsAPI(ctx context.Context, srv *server.Server, cfg *config.Config, 
 	}
 	table := authSvc.Plans()
 	an, err := analyses.New(ctx, analyses.Options{
-		Mongo: st.mongo, KV: st.kv, Tools: reg, Notifier: wh, Log: log,
+		Mongo: st.mongo, KV: st.kv, Tools: reg, Notifier: wh, Log: log, Locking: lockMode(st),
 		Retention: func(plan string) time.Duration { return table.Lookup(plan).AnalysisRetention() },
 		Identify: func(ctx context.Context) (analyses.Caller, bool) {
 			p := auth.PrincipalFrom(ctx)
