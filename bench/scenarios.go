@@ -96,7 +96,7 @@ func runTTFT(ctx context.Context, cfg Config, rep *Report) error {
 	opts := mockllm.Options{Chunks: 16, ChunkSize: 8, Delay: 5 * time.Millisecond, ErrorAfter: -1, ResetAfter: -1, InputTokens: 50}
 	levels, per := []int{1, 64, 256}, 20
 	if cfg.Short {
-		levels, per = []int{1, 64}, 6
+		levels, per = []int{1, 16}, 4
 	}
 	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
 	if err != nil {
@@ -141,14 +141,14 @@ func runGap(ctx context.Context, cfg Config, rep *Report) error {
 	opts := mockllm.Options{Chunks: 64, ChunkSize: 8, Delay: 20 * time.Millisecond, ErrorAfter: -1, ResetAfter: -1, InputTokens: 50}
 	conc, per := 128, 2
 	if cfg.Short {
-		per = 1
+		conc, per = 32, 1
 	}
 	r, err := newRig(ctx, cfg, opts, conc/2+1)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	res := rounds(ctx, rep, r, "gap@128", []target{targetDirect, targetRelay, targetFull},
+	res := rounds(ctx, rep, r, fmt.Sprintf("gap@%d", conc), []target{targetDirect, targetRelay, targetFull},
 		func(t target) loadSpec { return r.spec(t, conc, per, 1500*time.Millisecond, 40*time.Millisecond) })
 	for _, q := range []struct {
 		name string
@@ -159,8 +159,8 @@ func runGap(ctx context.Context, cfg Config, rep *Report) error {
 		}
 		d, rl, f := m(targetDirect), m(targetRelay), m(targetFull)
 		rep.Rows = append(rep.Rows,
-			Row{Scenario: "gap", Metric: "gap between tokens " + q.name + " @128 streams (pace 20 ms)", Value: f, Relay: rl, Direct: d, Unit: "µs"},
-			Row{Scenario: "gap", Metric: "added gap " + q.name + " @128 (maula-chat − direct; relay − direct)", Value: f - d, Relay: rl - d, Direct: na, Unit: "µs"})
+			Row{Scenario: "gap", Metric: fmt.Sprintf("gap between tokens %s @%d streams (pace 20 ms)", q.name, conc), Value: f, Relay: rl, Direct: d, Unit: "µs"},
+			Row{Scenario: "gap", Metric: fmt.Sprintf("added gap %s @%d (maula-chat − direct; relay − direct)", q.name, conc), Value: f - d, Relay: rl - d, Direct: na, Unit: "µs"})
 	}
 	checkOK(rep, "every reply complete and exact, no errors")
 	return nil
@@ -170,7 +170,7 @@ func runCapacity(ctx context.Context, cfg Config, rep *Report) error {
 	opts := mockllm.Options{Chunks: 64, ChunkSize: 8, Delay: 20 * time.Millisecond, ErrorAfter: -1, ResetAfter: -1, InputTokens: 50}
 	levels := []int{128, 256, 512, 1024, 1536}
 	if cfg.Short {
-		levels = []int{64, 128, 256}
+		levels = []int{16, 32, 64}
 	}
 	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
 	if err != nil {
@@ -202,7 +202,7 @@ func runCapacity(ctx context.Context, cfg Config, rep *Report) error {
 func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	n := 20000
 	if cfg.Short {
-		n = 2000
+		n = 1000
 	}
 	up, err := startUpstream(mockllm.Options{})
 	if err != nil {
@@ -256,7 +256,7 @@ func runRecord(ctx context.Context, cfg Config, rep *Report) error {
 	opts := mockllm.Options{Chunks: 2, ChunkSize: 8, ErrorAfter: -1, ResetAfter: -1, InputTokens: 50}
 	conc, per := 64, 40
 	if cfg.Short {
-		per = 10
+		conc, per = 16, 5
 	}
 	r, err := newRig(ctx, cfg, opts, conc/2+1)
 	if err != nil {
