@@ -269,7 +269,7 @@ func runRecord(ctx context.Context, cfg Config, rep *Report) error {
 		return medianOf(res[t], func(lr *loadResult) float64 { return float64(lr.Requests-lr.Errors) / lr.Elapsed.Seconds() })
 	}
 	rep.Rows = append(rep.Rows, Row{Scenario: "record", Metric: "turns per second, each stored (2 messages) and settled before chat.done", Value: rate(targetFull), Relay: rate(targetRelay), Direct: na, Unit: "turns/s",
-		Note: "64 concurrent clients, 2-chunk replies; the relay stores nothing"})
+		Note: fmt.Sprintf("%d concurrent clients, 2-chunk replies; the relay stores nothing", conc)})
 	checkOK(rep, "every reply complete and exact, no errors")
 	return nil
 }

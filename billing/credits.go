@@ -186,7 +186,7 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 			return nil, ErrInsufficientCredits
 		}
 		e.Reserved, e.Credits, e.MaxTokens, e.CapLowered = credits, -credits, maxTokens, true
-		if _, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ID}, {Key: "state", Value: StatePending}},
+		if _, err := s.ledgerUpdate(ctx, e.ID, bson.E{Key: "state", Value: StatePending},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "credits", Value: -credits}, {Key: "reserved", Value: credits},
 				{Key: "maxTokens", Value: maxTokens}, {Key: "capLowered", Value: true}}}}); err != nil {
 			return nil, fmt.Errorf("billing: reserve: lower cap: %w", err)
@@ -389,7 +389,7 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 			// the hold, which is the truth, by fixing the pending entry and trying again.
 			e.Charged = min(e.Charged, h.Credits)
 			e.Reserved, e.Credits = h.Credits, h.Credits-e.Charged
-			if _, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ID}, {Key: "state", Value: StatePending}},
+			if _, err := s.ledgerUpdate(ctx, e.ID, bson.E{Key: "state", Value: StatePending},
 				bson.D{{Key: "$set", Value: bson.D{{Key: "reserved", Value: e.Reserved}, {Key: "charged", Value: e.Charged}, {Key: "credits", Value: e.Credits}}}}); err != nil {
 				return nil, fmt.Errorf("billing: settle: %w", err)
 			}
@@ -442,16 +442,16 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 // claimRollup lets a continuing settle take over the rollup of an entry whose first attempt
 // did not finish it; only one claimant wins.
 func (s *Service) claimRollup(ctx context.Context, e *Entry) (bool, error) {
-	var r *mongo.UpdateResult
+	var claimed bool
 	err := s.onSub(ctx, e.UserID, func() (err error) {
-		r, err = s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ID}, {Key: "rollup", Value: e.Rollup}},
+		claimed, err = s.ledgerUpdate(ctx, e.ID, bson.E{Key: "rollup", Value: e.Rollup},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "rollup", Value: "reclaimed"}}}})
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("billing: claim rollup: %w", err)
 	}
-	return r.ModifiedCount == 1, nil
+	return claimed, nil
 }
 
 func settlement(e *Entry) *Settlement {

@@ -138,10 +138,10 @@ func (s *Service) findEntry(ctx context.Context, requestID, phase string) (*Entr
 // request id (e.g. a reserve that was refused for lack of credits, then credits were
 // granted) can proceed. Only one caller wins the compare-and-set.
 func (s *Service) revive(ctx context.Context, e *Entry) (bool, error) {
-	var res *mongo.UpdateResult
+	var revived bool
 	// The compare-and-set runs under the user's lock: FerretDB's conditional update is not atomic.
 	err := s.onSub(ctx, e.UserID, func() (err error) {
-		res, err = s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: e.ID}, {Key: "state", Value: StateVoid}},
+		revived, err = s.ledgerUpdate(ctx, e.ID, bson.E{Key: "state", Value: StateVoid},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StatePending}, {Key: "credits", Value: e.Credits},
 				{Key: "reserved", Value: e.Reserved}, {Key: "maxTokens", Value: e.MaxTokens}, {Key: "capLowered", Value: e.CapLowered},
 				{Key: "createdAt", Value: e.CreatedAt}}}})
@@ -150,7 +150,7 @@ func (s *Service) revive(ctx context.Context, e *Entry) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("billing: revive ledger %s/%s: %w", e.RequestID, e.Phase, err)
 	}
-	return res.ModifiedCount == 1, nil
+	return revived, nil
 }
 
 // markApplied records that the entry's balance change is applied, with its exact delta and
@@ -161,8 +161,7 @@ func (s *Service) markApplied(ctx context.Context, id bson.ObjectID, credits, ba
 	set := append(bson.D{{Key: "state", Value: StateApplied}, {Key: "credits", Value: credits},
 		{Key: "balanceAfter", Value: balanceAfter}, {Key: "appliedAt", Value: now}}, extra...)
 	err := retryBusy(ctx, func() error {
-		_, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: StatePending}},
-			bson.D{{Key: "$set", Value: set}})
+		_, err := s.ledgerUpdate(ctx, id, bson.E{Key: "state", Value: StatePending}, bson.D{{Key: "$set", Value: set}})
 		return err
 	})
 	if err != nil {
@@ -174,7 +173,7 @@ func (s *Service) markApplied(ctx context.Context, id bson.ObjectID, credits, ba
 // markVoid records that the entry's change never happened.
 func (s *Service) markVoid(ctx context.Context, id bson.ObjectID, reason string) error {
 	err := retryBusy(ctx, func() error {
-		_, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "state", Value: StatePending}},
+		_, err := s.ledgerUpdate(ctx, id, bson.E{Key: "state", Value: StatePending},
 			bson.D{{Key: "$set", Value: bson.D{{Key: "state", Value: StateVoid}, {Key: "reason", Value: reason}}}})
 		return err
 	})
@@ -303,4 +302,40 @@ func (s *Service) finishOp(ctx context.Context, e *Entry, key string, delta int6
 	}
 	e.State, e.Credits, e.BalanceAfter = StateApplied, delta, bal
 	return e, nil
+}
+
+// ledgerUpdate applies update to the ledger entry id if its field cond.Key still equals
+// cond.Value, and reports whether it did. On MongoDB that is one conditional update. On
+// FerretDB a filter other than {_id} is a full collection scan (only {_id: v} is pushed down to
+// SQLite) and its conditional update is not atomic anyway, so the entry is read by _id, the
+// condition checked here, and the update sent by _id: the same guarantee, without scanning a
+// ledger that grows with every turn.
+func (s *Service) ledgerUpdate(ctx context.Context, id bson.ObjectID, cond bson.E, update bson.D) (bool, error) {
+	if !s.locking {
+		r, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, cond}, update)
+		if err != nil {
+			return false, err
+		}
+		return r.ModifiedCount == 1, nil
+	}
+	var doc bson.M
+	if err := s.ledger.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&doc); err != nil {
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			return false, nil
+		}
+		return false, err
+	}
+	if !sameValue(doc[cond.Key], cond.Value) {
+		return false, nil
+	}
+	r, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
+	if err != nil {
+		return false, err
+	}
+	return r.ModifiedCount == 1, nil
+}
+
+// sameValue compares a decoded BSON value with a condition value (strings, in practice).
+func sameValue(got, want any) bool {
+	return fmt.Sprint(got) == fmt.Sprint(want)
 }

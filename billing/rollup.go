@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -92,6 +93,30 @@ func upsertInc(ctx context.Context, c *mongo.Collection, filter, update bson.D) 
 	}
 }
 
+// upsertByID $inc-s the document whose key fields are key, addressed by an _id derived from
+// them: FerretDB pushes only {_id: v} filters down to SQLite, and any other filter scans the
+// whole collection, which for rollups grows every day. A document written before ids were
+// derived (an older data dir) is found by its key fields instead.
+func upsertByID(ctx context.Context, c *mongo.Collection, key, inc bson.D) error {
+	var id strings.Builder
+	for i, f := range key {
+		if i > 0 {
+			id.WriteByte('|')
+		}
+		if oid, ok := f.Value.(bson.ObjectID); ok {
+			id.WriteString(oid.Hex())
+		} else {
+			fmt.Fprint(&id, f.Value)
+		}
+	}
+	update := bson.D{{Key: "$inc", Value: inc}, {Key: "$setOnInsert", Value: key}}
+	err := upsertInc(ctx, c, bson.D{{Key: "_id", Value: id.String()}}, update)
+	if err != nil && isDup(err) {
+		return upsertInc(ctx, c, key, bson.D{{Key: "$inc", Value: inc}})
+	}
+	return err
+}
+
 // record writes a settled turn into the four rollup levels, the tool's analytics document of
 // the day and the realtime counters. The writes are independent, so they run concurrently.
 func (s *Service) record(ctx context.Context, e *Entry) error {
@@ -106,9 +131,8 @@ func (s *Service) record(ctx context.Context, e *Entry) error {
 func (s *Service) recordDocs(ctx context.Context, e *Entry) error {
 	// Sequential on purpose: the embedded server answers concurrent writes to one SQLite file
 	// with SQLITE_BUSY, and the retries cost far more than the writes.
-	inc := bson.D{{Key: "$inc", Value: rollupInc(e)}}
 	for l := range numLevels {
-		if err := upsertInc(ctx, s.rollups[l], rollupKey(l, e), inc); err != nil {
+		if err := upsertByID(ctx, s.rollups[l], rollupKey(l, e), rollupInc(e)); err != nil {
 			return err
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -86,6 +87,14 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 	if err := mountWeb(srv, cfg); err != nil {
 		a.close(context.Background())
 		return nil, fmt.Errorf("web: %w", err)
+	}
+	if cfg.Pprof {
+		// Profiles reveal internals and cost CPU: admins only, and only when asked for.
+		srv.Mux.Handle("/debug/pprof/", a.auth.RequireAdmin(http.HandlerFunc(pprof.Index)))
+		srv.Mux.Handle("/debug/pprof/profile", a.auth.RequireAdmin(http.HandlerFunc(pprof.Profile)))
+		srv.Mux.Handle("/debug/pprof/trace", a.auth.RequireAdmin(http.HandlerFunc(pprof.Trace)))
+		srv.Mux.Handle("/debug/pprof/symbol", a.auth.RequireAdmin(http.HandlerFunc(pprof.Symbol)))
+		srv.Mux.Handle("/debug/pprof/cmdline", a.auth.RequireAdmin(http.HandlerFunc(pprof.Cmdline)))
 	}
 	srv.OnDrain(a.hub.Shutdown)
 	bgCtx, stop := context.WithCancel(context.Background())
