@@ -80,7 +80,7 @@ type Analytics struct {
 
 func newAnalytics(ctx context.Context, o Options) (*Analytics, error) {
 	a := &Analytics{o: o, pending: map[dayKey]*delta{}}
-	on, err := detectLocking(ctx, o.Mongo, o.Locking)
+	on, err := store.NeedsLocking(ctx, o.Mongo, o.Locking)
 	if err != nil {
 		return nil, err
 	}
@@ -286,26 +286,6 @@ type rollupLock struct {
 	localOnly bool
 }
 
-// detectLocking decides whether analytics writes take the lock: "on", "off", or "auto" (on
-// when the server reports a FerretDB version, as billing decides).
-func detectLocking(ctx context.Context, st *store.Store, mode string) (bool, error) {
-	switch mode {
-	case "on", "local":
-		return true, nil
-	case "off":
-		return false, nil
-	case "", "auto":
-	default:
-		return false, fmt.Errorf("analyses: locking %q: want auto, on, local or off", mode)
-	}
-	var info bson.M
-	if err := st.DB(store.AuthDB).RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
-		return false, fmt.Errorf("analyses: buildInfo: %w", err)
-	}
-	_, ferret := info["ferretdbVersion"]
-	return ferret, nil
-}
-
 func (l *rollupLock) with(ctx context.Context, f func() error) error {
 	if l == nil {
 		return f()
@@ -351,7 +331,5 @@ func (l *rollupLock) with(ctx context.Context, f func() error) error {
 	return f()
 }
 
-// isBusy reports SQLite's "database is locked" from the embedded server.
-func isBusy(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked"))
-}
+// isBusy reports SQLite's "database is locked" from the embedded server (store.IsBusy).
+func isBusy(err error) bool { return store.IsBusy(err) }

@@ -148,7 +148,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	}
 	var err error
 	s.localOnly = o.Locking == "local"
-	if s.locking, err = detectLocking(ctx, db, o.Locking); err != nil {
+	if s.locking, err = store.NeedsLocking(ctx, o.Mongo, o.Locking); err != nil {
 		return nil, err
 	}
 	for l := range numLevels {

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/maula-ai/maula-chat/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // Why locks: FerretDB v1 (SQLite backend) executes an update as a query followed by a write of
@@ -26,27 +24,6 @@ const (
 	lockColl  = "billing_locks"
 	lockLease = 30 * time.Second // a holder dead for this long loses the lock
 )
-
-// detectLocking decides whether writes need the lease lock: "on", "off", "local" (a
-// process-wide mutex only, for the sole client of an embedded server), or "auto" (on when the
-// server reports a FerretDB version).
-func detectLocking(ctx context.Context, db *mongo.Database, mode string) (bool, error) {
-	switch mode {
-	case "on", "local":
-		return true, nil
-	case "off":
-		return false, nil
-	case "", "auto":
-	default:
-		return false, fmt.Errorf("billing: locking %q: want auto, on or off", mode)
-	}
-	var info bson.M
-	if err := db.RunCommand(ctx, bson.D{{Key: "buildInfo", Value: 1}}).Decode(&info); err != nil {
-		return false, fmt.Errorf("billing: buildInfo: %w", err)
-	}
-	_, ferret := info["ferretdbVersion"]
-	return ferret, nil
-}
 
 // onSub runs one write of the user's subscription: under the user's lock when locking is on,
 // retried while the embedded server is busy (every such write is guarded, so a retry of a
@@ -121,11 +98,8 @@ func (s *Service) lock(ctx context.Context, name string) (func(), error) {
 	}
 }
 
-// isBusy reports SQLite's "database is locked" from the embedded server: the statement did
-// not commit and may be retried.
-func isBusy(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "SQLITE_BUSY") || strings.Contains(err.Error(), "database is locked"))
-}
+// isBusy reports SQLite's "database is locked" from the embedded server (store.IsBusy).
+func isBusy(err error) bool { return store.IsBusy(err) }
 
 // retryBusy runs f again while it fails with isBusy. Only for steps that are idempotent or
 // that did not commit when busy.
