@@ -24,7 +24,11 @@ type Config struct {
 	Exe    string // the maula-chat binary to start as the server
 	Short  bool   // the quick run of `make bench`
 	OutDir string // where JSON and markdown results go
-	Out    io.Writer
+	// Streams, when set, replaces the concurrency levels of ttft and gap (e.g. 1,64).
+	Streams []int
+	// PerWorker, when set, replaces the requests each worker sends in ttft.
+	PerWorker int
+	Out       io.Writer
 }
 
 // Row is one reported figure beside its floors (NaN where a floor does not apply).

@@ -98,6 +98,12 @@ func runTTFT(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		levels, per = []int{1, 16}, 4
 	}
+	if len(cfg.Streams) > 0 {
+		levels = cfg.Streams
+	}
+	if cfg.PerWorker > 0 {
+		per = cfg.PerWorker
+	}
 	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
 	if err != nil {
 		return err
@@ -142,6 +148,9 @@ func runGap(ctx context.Context, cfg Config, rep *Report) error {
 	conc, per := 128, 2
 	if cfg.Short {
 		conc, per = 32, 1
+	}
+	if len(cfg.Streams) > 0 {
+		conc = cfg.Streams[len(cfg.Streams)-1]
 	}
 	r, err := newRig(ctx, cfg, opts, conc/2+1)
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 
 	"github.com/maula-ai/maula-chat/bench"
 )
@@ -17,6 +19,8 @@ func runBench(ctx context.Context, args []string) error {
 	out := fs.String("out", "bench-results", "directory for the JSON and markdown results")
 	cpu := fs.String("cpuprofile", "", "write the load generator's CPU profile here (profile the server with MAULA_PPROF)")
 	mem := fs.String("memprofile", "", "write the load generator's heap profile here")
+	streams := fs.String("streams", "", "concurrency levels for ttft and gap, comma-separated (e.g. 1,64); gap uses the last")
+	per := fs.Int("per", 0, "requests per worker in ttft (0: the scenario's default)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: maula-chat bench [flags] SCENARIO\n\nScenarios: %v, all\n\n", bench.Scenarios)
 		fs.PrintDefaults()
@@ -43,7 +47,18 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout})
+	var levels []int
+	for _, f := range strings.Split(*streams, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return usageErr(fmt.Errorf("--streams: %q is not a positive number", f))
+		}
+		levels = append(levels, n)
+	}
+	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout, Streams: levels, PerWorker: *per})
 	if *mem != "" {
 		if f, ferr := os.Create(*mem); ferr == nil {
 			_ = pprof.WriteHeapProfile(f)
