@@ -380,8 +380,7 @@ func (c *conn) detachAll() {
 	for _, t := range turns {
 		t.detach(c)
 	}
-	for id, stop := range followers {
-		stop()
-		c.h.publishControl(controlMsg{Op: opDetach, User: c.id.UserID.Hex(), ID: id})
+	for _, stop := range followers {
+		stop() // the follower publishes its own detach as it exits
 	}
 }

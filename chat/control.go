@@ -138,11 +138,16 @@ func (h *Hub) follow(c *conn, id string, afterSeq uint64, terminalOnly bool) {
 	c.mu.Unlock()
 	h.publishControl(controlMsg{Op: opFollow, User: c.id.UserID.Hex(), ID: id})
 	go func() {
+		ended := false // the terminal frame was delivered
 		defer func() {
 			stop()
 			c.mu.Lock()
 			delete(c.followers, id)
 			c.mu.Unlock()
+			if !ended {
+				// This follower stopped early (its socket closed): the owner re-arms its grace.
+				h.publishControl(controlMsg{Op: opDetach, User: c.id.UserID.Hex(), ID: id})
+			}
 		}()
 		after := entryAfter(afterSeq)
 		idle := time.Now()
@@ -167,6 +172,7 @@ func (h *Hub) follow(c *conn, id string, afterSeq uint64, terminalOnly bool) {
 			for _, e := range entries {
 				after = e.Seq
 				if deliverEntry(c, id, e, terminalOnly) {
+					ended = true
 					return
 				}
 			}
