@@ -2,7 +2,7 @@
 // dashboard (/admin) and the account page (/account), plus the small JSON endpoints only the
 // pages need (GET /api/tools). The pages are plain ES modules embedded in the binary (no build
 // step); they talk to the server through the same HTTP routes and the same JavaScript SDK
-// (sdk/js, copied into static/sdk) that third parties use, so the web package never reaches
+// (sdk/js, served from its own package at /assets/sdk/index.js) that third parties use, so the web package never reaches
 // into the chat hub.
 //
 // Every URL a page uses is relative to the document's <base href>, which Routes sets to the
@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/maula-ai/maula-chat/httpx"
+	jssdk "github.com/maula-ai/maula-chat/sdk/js"
 	"github.com/maula-ai/maula-chat/tools"
 )
 
@@ -139,6 +140,8 @@ func loadAssets() (map[string]*asset, error) {
 		out[p] = newAsset(p, b)
 		return nil
 	})
+	// The JS SDK is served from its own package, the file npm publishes, not from a copy.
+	out["sdk/index.js"] = newAsset("sdk/index.js", jssdk.Source)
 	return out, err
 }
 
