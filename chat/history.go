@@ -168,36 +168,28 @@ func (h *Hub) DeleteSession(ctx context.Context, user bson.ObjectID, tool, sessi
 	return res.DeletedCount, nil
 }
 
-// historyFrame and sessionsFrame answer the socket's history.get and sessions.list. They run
-// on their own goroutine so a slow query never stalls the connection's reader.
+// historyFrame and sessionsFrame answer the socket's history.get and sessions.list.
 func (h *Hub) historyFrame(c *conn, f *protocol.ClientFrame) {
 	if f.SessionID == "" || !sessionIDPattern.MatchString(f.SessionID) {
 		c.sendError(f.ID, protocol.CodeBadRequest, "history.get needs a valid sessionId", false, 0)
 		return
 	}
-	if !c.id.CanUse(f.Tool) {
-		c.sendError(f.ID, protocol.CodeForbidden, "this API key is for another tool", false, 0)
-		return
-	}
-	before, err := parseBefore(f.Before)
-	if err != nil {
-		c.sendError(f.ID, protocol.CodeBadRequest, err.Error(), false, 0)
-		return
-	}
-	fr := *f
-	go func() {
-		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-		defer cancel()
+	c.query(f, func(ctx context.Context, fr protocol.ClientFrame, before time.Time) (any, error) {
 		msgs, more, err := h.History(ctx, c.id.UserID, fr.Tool, fr.SessionID, before, fr.Limit)
-		if err != nil {
-			c.frameQueryError(fr.ID, err)
-			return
-		}
-		c.send("", protocol.History{Type: protocol.TypeHistory, ID: fr.ID, Tool: fr.Tool, SessionID: fr.SessionID, Messages: msgs, HasMore: more})
-	}()
+		return protocol.History{Type: protocol.TypeHistory, ID: fr.ID, Tool: fr.Tool, SessionID: fr.SessionID, Messages: msgs, HasMore: more}, err
+	})
 }
 
 func (h *Hub) sessionsFrame(c *conn, f *protocol.ClientFrame) {
+	c.query(f, func(ctx context.Context, fr protocol.ClientFrame, before time.Time) (any, error) {
+		list, more, err := h.Sessions(ctx, c.id.UserID, fr.Tool, before, fr.Limit)
+		return protocol.Sessions{Type: protocol.TypeSessions, ID: fr.ID, Tool: fr.Tool, Sessions: list, HasMore: more}, err
+	})
+}
+
+// query checks a read frame's tool and cursor, then runs it on its own goroutine so a slow
+// query never stalls the connection's reader, and sends its answer or a chat.error.
+func (c *conn) query(f *protocol.ClientFrame, run func(ctx context.Context, fr protocol.ClientFrame, before time.Time) (any, error)) {
 	if !c.id.CanUse(f.Tool) {
 		c.sendError(f.ID, protocol.CodeForbidden, "this API key is for another tool", false, 0)
 		return
@@ -211,12 +203,12 @@ func (h *Hub) sessionsFrame(c *conn, f *protocol.ClientFrame) {
 	go func() {
 		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 		defer cancel()
-		list, more, err := h.Sessions(ctx, c.id.UserID, fr.Tool, before, fr.Limit)
+		answer, err := run(ctx, fr, before)
 		if err != nil {
 			c.frameQueryError(fr.ID, err)
 			return
 		}
-		c.send("", protocol.Sessions{Type: protocol.TypeSessions, ID: fr.ID, Tool: fr.Tool, Sessions: list, HasMore: more})
+		c.send("", answer)
 	}()
 }
 

@@ -91,19 +91,11 @@ func runAdminGrantCredits(ctx context.Context, args []string) error {
 		fs.Usage()
 		return usageErr(errors.New("one of --user or --email, a non-zero --credits and --reason are required"))
 	}
-	cfg, st, release, err := openAdminStores(ctx)
+	svc, uid, release, err := openBillingFor(ctx, *user, *email)
 	if err != nil {
 		return err
 	}
 	defer release()
-	svc, err := newBillingService(ctx, cfg, st)
-	if err != nil {
-		return runErr(err)
-	}
-	uid, err := billingUserFlag(ctx, st, *user, *email)
-	if err != nil {
-		return err
-	}
 	k := "grant:" + bson.NewObjectID().Hex()
 	if *key != "" {
 		k = "grant:" + uid.Hex() + ":" + *key
@@ -129,19 +121,11 @@ func runAdminSetPlan(ctx context.Context, args []string) error {
 		fs.Usage()
 		return usageErr(errors.New("one of --user or --email, and --plan are required"))
 	}
-	cfg, st, release, err := openAdminStores(ctx)
+	svc, uid, release, err := openBillingFor(ctx, *user, *email)
 	if err != nil {
 		return err
 	}
 	defer release()
-	svc, err := newBillingService(ctx, cfg, st)
-	if err != nil {
-		return runErr(err)
-	}
-	uid, err := billingUserFlag(ctx, st, *user, *email)
-	if err != nil {
-		return err
-	}
 	if err := svc.SetPlan(ctx, uid, *plan); err != nil {
 		if errors.Is(err, billing.ErrUnknownPlan) {
 			return usageErr(err)
@@ -193,4 +177,24 @@ func runAdminReconcile(ctx context.Context, args []string) error {
 		return runErr(fmt.Errorf("%d differences", len(diffs)))
 	}
 	return nil
+}
+
+// openBillingFor opens the stores and billing for an admin command and resolves its user from
+// --user or --email; release closes the stores.
+func openBillingFor(ctx context.Context, user, email string) (*billing.Service, bson.ObjectID, func(), error) {
+	cfg, st, release, err := openAdminStores(ctx)
+	if err != nil {
+		return nil, bson.ObjectID{}, nil, err
+	}
+	svc, err := newBillingService(ctx, cfg, st)
+	if err != nil {
+		release()
+		return nil, bson.ObjectID{}, nil, runErr(err)
+	}
+	uid, err := billingUserFlag(ctx, st, user, email)
+	if err != nil {
+		release()
+		return nil, bson.ObjectID{}, nil, err
+	}
+	return svc, uid, release, nil
 }

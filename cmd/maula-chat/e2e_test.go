@@ -79,12 +79,20 @@ func startE2E(t *testing.T, env map[string]string) *e2e {
 
 func (e *e2e) do(t *testing.T, method, path, token string, body any) (int, map[string]any) {
 	t.Helper()
+	code, _, out := doJSON(t, method, e.base+path, token, body)
+	return code, out
+}
+
+// doJSON sends body as JSON with a bearer token (when given) and decodes the JSON answer; the
+// tests of this package share it.
+func doJSON(t testing.TB, method, url, token string, body any) (int, http.Header, map[string]any) {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		rd = bytes.NewReader(b)
 	}
-	req, _ := http.NewRequest(method, e.base+path, rd)
+	req, _ := http.NewRequest(method, url, rd)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -95,7 +103,7 @@ func (e *e2e) do(t *testing.T, method, path, token string, body any) (int, map[s
 	defer resp.Body.Close()
 	var out map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out
+	return resp.StatusCode, resp.Header, out
 }
 
 func (e *e2e) register(t *testing.T, email string) string {

@@ -114,23 +114,7 @@ func startToolsServer(t testing.TB, dataDir string, up *upstream) *toolsServer {
 
 func (s *toolsServer) do(t testing.TB, method, path, cred string, body any) (int, http.Header, map[string]any) {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, s.base+path, rd)
-	if cred != "" {
-		req.Header.Set("Authorization", "Bearer "+cred)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, resp.Header, out
+	return doJSON(t, method, s.base+path, cred, body)
 }
 
 // registerKeys registers a user and returns the session token and the key texts by tool.

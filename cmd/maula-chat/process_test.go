@@ -130,38 +130,22 @@ func TestSIGTERMUnderLoadThenRestart(t *testing.T) {
 
 func registerAt(t *testing.T, base, email string) string {
 	t.Helper()
-	b, _ := json.Marshal(map[string]string{"email": email, "password": "correct horse battery", "name": "T"})
-	resp, err := http.Post(base+"/auth/register", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Token string `json:"token"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	if out.Token == "" {
-		t.Fatalf("register: %d", resp.StatusCode)
-	}
-	return out.Token
+	return tokenFrom(t, "register", base+"/auth/register", map[string]string{"email": email, "password": "correct horse battery", "name": "T"})
 }
 
 func loginAt(t *testing.T, base, email string) string {
 	t.Helper()
-	b, _ := json.Marshal(map[string]string{"email": email, "password": "correct horse battery"})
-	resp, err := http.Post(base+"/auth/login", "application/json", bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
+	return tokenFrom(t, "login", base+"/auth/login", map[string]string{"email": email, "password": "correct horse battery"})
+}
+
+func tokenFrom(t *testing.T, what, url string, body any) string {
+	t.Helper()
+	code, _, out := doJSON(t, "POST", url, "", body)
+	tok, _ := out["token"].(string)
+	if tok == "" {
+		t.Fatalf("%s: %d %v", what, code, out)
 	}
-	defer resp.Body.Close()
-	var out struct {
-		Token string `json:"token"`
-	}
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	if out.Token == "" {
-		t.Fatalf("login: %d", resp.StatusCode)
-	}
-	return out.Token
+	return tok
 }
 
 func dialAt(t *testing.T, base, tok string) *websocket.Conn {
