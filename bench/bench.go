@@ -28,7 +28,10 @@ type Config struct {
 	Streams []int
 	// PerWorker, when set, replaces the requests each worker sends in ttft.
 	PerWorker int
-	Out       io.Writer
+	// ServerCPUProfile, when set, makes every server the scenario starts write its CPU profile
+	// (the first to this path, later ones to path.2, path.3, ...).
+	ServerCPUProfile string
+	Out              io.Writer
 }
 
 // Row is one reported figure beside its floors (NaN where a floor does not apply).

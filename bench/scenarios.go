@@ -28,7 +28,7 @@ func newRig(ctx context.Context, cfg Config, opts mockllm.Options, users int) (*
 		up.close()
 		return nil, err
 	}
-	srv, err := startServer(ctx, cfg.Exe, up.URL)
+	srv, err := startServer(ctx, cfg, up.URL)
 	if err != nil {
 		rel.close()
 		up.close()
@@ -218,7 +218,7 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 		return err
 	}
 	defer up.close()
-	srv, err := startServer(ctx, cfg.Exe, up.URL)
+	srv, err := startServer(ctx, cfg, up.URL)
 	if err != nil {
 		return err
 	}

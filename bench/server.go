@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,7 +32,18 @@ const benchPlans = `{"plans":[{"name":"free","aiCredits":1000000000,"maxAPIReque
 "supportLevel":"basic","chatMessagesPerMinute":100000000,"apiKeyRequestsPerMinute":100000000,"apiKeyRequestsPerDay":1000000000,
 "analysisRetentionDays":7,"price":0,"currency":"USD","interval":"monthly"}]}`
 
-func startServer(ctx context.Context, exe, upstreamURL string, extraEnv ...string) (*server, error) {
+// serversStarted numbers the servers of one bench run, for their profile files.
+var serversStarted atomic.Int64
+
+func startServer(ctx context.Context, cfg Config, upstreamURL string, extraEnv ...string) (*server, error) {
+	exe := cfg.Exe
+	if cfg.ServerCPUProfile != "" {
+		path := cfg.ServerCPUProfile
+		if n := serversStarted.Add(1); n > 1 {
+			path += "." + strconv.FormatInt(n, 10)
+		}
+		extraEnv = append(extraEnv, "MAULA_CPUPROFILE="+path)
+	}
 	dir, err := os.MkdirTemp("", "maula-bench-*")
 	if err != nil {
 		return nil, err

@@ -157,6 +157,10 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	if err := ensureIndexes(ctx, o.Mongo); err != nil {
 		return nil, err
 	}
+	// The rollup levels are created just above: index their _id lookups now (store/idindex.go).
+	if _, err := o.Mongo.IndexIDs(ctx); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -76,3 +76,57 @@ func BenchmarkInsertOne(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkWriteShapes compares the write shapes the money path can use on the embedded
+// server: what one document costs alone, in a batch insert, and as an update by _id.
+func BenchmarkWriteShapes(b *testing.B) {
+	ctx := context.Background()
+	s, err := Open(ctx, Options{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(ctx)
+	coll := s.DB("bench-db").Collection("c")
+	b.Run("insert-one", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := coll.InsertOne(ctx, map[string]any{"n": 1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("insert-many-64-per-doc", func(b *testing.B) {
+		docs := make([]any, 64)
+		for i := range docs {
+			docs[i] = map[string]any{"n": i}
+		}
+		for b.Loop() {
+			for i := range docs {
+				docs[i] = map[string]any{"n": i}
+			}
+			if _, err := coll.InsertMany(ctx, docs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/doc")
+	})
+	if _, err := coll.InsertOne(ctx, map[string]any{"_id": "k", "n": 0}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.IndexIDs(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("update-by-id", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := coll.UpdateOne(ctx, map[string]any{"_id": "k"}, map[string]any{"$inc": map[string]any{"n": 1}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("find-by-id", func(b *testing.B) {
+		for b.Loop() {
+			if err := coll.FindOne(ctx, map[string]any{"_id": "k"}).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

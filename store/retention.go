@@ -58,6 +58,11 @@ func (s *Store) RunSweeper(ctx context.Context, rules []Rule, interval time.Dura
 		case n > 0:
 			log.Info("retention sweep deleted expired documents", "count", n)
 		}
+		// Collections created since the last pass (billing's, a tool's first write) get their
+		// _id index here; see idindex.go.
+		if _, err := s.IndexIDs(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("indexing _id lookups failed", "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -122,6 +122,18 @@ const metaColl = "_maula_meta"
 // TTL indexes are created where the server supports them; where it answers NotImplemented
 // (FerretDB) the same fields get plain indexes and the mode is RetentionSweeper.
 func (s *Store) Migrate(ctx context.Context, cols []Collection, force bool) (MigrateResult, error) {
+	res, err := s.migrate(ctx, cols, force)
+	if err != nil {
+		return res, err
+	}
+	// Also on a warm start: a data dir written before IndexIDs existed gets its indexes now.
+	if _, err := s.IndexIDs(ctx); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+func (s *Store) migrate(ctx context.Context, cols []Collection, force bool) (MigrateResult, error) {
 	sum := schemaHash(cols)
 	meta := s.DB(AuthDB).Collection(metaColl)
 	if !force {

@@ -50,6 +50,7 @@ type Store struct {
 
 	stopFerret context.CancelFunc
 	ferretDone chan struct{}
+	dir        string // the embedded server's SQLite files; set once by Open
 }
 
 // ValidateURI reports whether a MongoDB connection string is usable, before anything is dialled.
@@ -118,6 +119,7 @@ func (s *Store) startEmbedded(opts Options, log *slog.Logger) error {
 	if err := CheckDataDir(dir); err != nil {
 		return err
 	}
+	s.dir = dir
 	listen := opts.Listen
 	if listen == "" {
 		listen = "127.0.0.1:0"

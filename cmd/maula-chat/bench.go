@@ -19,6 +19,7 @@ func runBench(ctx context.Context, args []string) error {
 	out := fs.String("out", "bench-results", "directory for the JSON and markdown results")
 	cpu := fs.String("cpuprofile", "", "write the load generator's CPU profile here (profile the server with MAULA_PPROF)")
 	mem := fs.String("memprofile", "", "write the load generator's heap profile here")
+	srvCPU := fs.String("server-cpuprofile", "", "write each started server's CPU profile here (path, path.2, ...)")
 	streams := fs.String("streams", "", "concurrency levels for ttft and gap, comma-separated (e.g. 1,64); gap uses the last")
 	per := fs.Int("per", 0, "requests per worker in ttft (0: the scenario's default)")
 	fs.Usage = func() {
@@ -58,7 +59,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		levels = append(levels, n)
 	}
-	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout, Streams: levels, PerWorker: *per})
+	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout, Streams: levels, PerWorker: *per, ServerCPUProfile: *srvCPU})
 	if *mem != "" {
 		if f, ferr := os.Create(*mem); ferr == nil {
 			_ = pprof.WriteHeapProfile(f)

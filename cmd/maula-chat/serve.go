@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/maula-ai/maula-chat/config"
@@ -90,6 +91,17 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	log := newLogger(cfg.LogFormat, cfg.LogLevel, os.Stderr)
 	slog.SetDefault(log)
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return usageErr(&config.SettingError{Setting: "MAULA_CPUPROFILE", Err: err})
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return runErr(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	// Bind first: a port in use is a setting error and should not wait for the stores.
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
