@@ -20,10 +20,23 @@ import (
 // recorder writes chat messages with group commit: concurrent turns' messages for the same
 // tool database go to the server in one InsertMany. Its loop goroutine owns the batch.
 type recorder struct {
-	mongo *store.Store
-	log   *slog.Logger
-	in    chan *recordReq
-	done  chan struct{}
+	history historyWriter
+	log     *slog.Logger
+	in      chan *recordReq
+	done    chan struct{}
+}
+
+// historyWriter stores a batch of chat messages in one tool database's chat_history.
+type historyWriter interface {
+	insertMany(ctx context.Context, db string, docs []any) error
+}
+
+// mongoHistory is the historyWriter of a running hub.
+type mongoHistory struct{ s *store.Store }
+
+func (m mongoHistory) insertMany(ctx context.Context, db string, docs []any) error {
+	_, err := m.s.DB(db).Collection(model.CollChatHistory).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	return err
 }
 
 type recordReq struct {
@@ -33,12 +46,18 @@ type recordReq struct {
 }
 
 func newRecorder(m *store.Store, log *slog.Logger) *recorder {
-	r := &recorder{mongo: m, log: log, in: make(chan *recordReq, 1024), done: make(chan struct{})}
+	return newRecorderTo(mongoHistory{m}, log)
+}
+
+// newRecorderTo starts a recorder writing to w.
+func newRecorderTo(w historyWriter, log *slog.Logger) *recorder {
+	r := &recorder{history: w, log: log, in: make(chan *recordReq, 1024), done: make(chan struct{})}
 	go r.loop()
 	return r
 }
 
-// insert queues docs and waits until they are written.
+// insert queues docs and waits until they are written. After an error they are not known to
+// be stored (a cancelled ctx stops the wait, not a write under way).
 func (r *recorder) insert(ctx context.Context, db string, docs []any) error {
 	req := &recordReq{db: db, docs: docs, errc: make(chan error, 1)}
 	select {
@@ -91,7 +110,7 @@ func (r *recorder) write(batch []*recordReq) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			_, err := r.mongo.DB(db).Collection(model.CollChatHistory).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+			err := r.history.insertMany(ctx, db, docs)
 			if err != nil {
 				err = fmt.Errorf("insert %d chat messages into %s: %w", len(docs), db, err)
 			}

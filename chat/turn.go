@@ -501,7 +501,9 @@ func (r *streamResult) served(ev providers.Event) {
 }
 
 // record stores the messages, settles the credits and sends the terminal frame, in that
-// order: what chat.done reports is stored.
+// order: what chat.done or chat.cancelled reports is stored. When the messages cannot be
+// stored, the turn is settled as failed without output (nothing charged) and ends with a
+// retryable chat.error.
 func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) {
 	h := t.h
 	now := time.Now().UTC()
@@ -537,21 +539,34 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) 
 		h.o.Log.Error("price a turn", "provider", r.provider, "model", r.model, "err", err)
 	}
 	t3 := time.Now()
+	stored := true
 	if produced || status != statusFailed {
 		if err := h.rec.insert(h.baseCtx, t.tool.Database(), t.messages(p, r, finish, costMicros, priceID, now)); err != nil {
 			h.o.Log.Error("store chat messages", "err", err, "request", t.requestID())
+			stored = false
 		}
 	}
 	h.m.observe("record", t3)
+	out := Outcome{Usage: r.usage, Provider: r.provider, Model: r.model, ProducedOutput: produced, Status: status, At: now}
+	if !stored {
+		out = unstored(out)
+	}
 	t4 := time.Now()
-	set, err := h.o.Billing.Settle(h.baseCtx, res, Outcome{Usage: r.usage, Provider: r.provider, Model: r.model,
-		ProducedOutput: produced, Status: status, At: now})
+	set, err := h.o.Billing.Settle(h.baseCtx, res, out)
 	if err != nil {
 		h.o.Log.Error("settle credits", "err", err, "request", t.requestID())
 		set = Settlement{CostMicros: costMicros, CreditsLeft: res.CreditsLeft}
 	}
 	h.m.observe("settle", t4)
-	h.m.turns.WithLabelValues(status).Inc()
+	h.m.turns.WithLabelValues(out.Status).Inc()
+	if !stored {
+		// Nothing of the reply can be read back: say so instead of chat.done or chat.cancelled,
+		// whose figures are those of stored messages.
+		t.emit(entryTerminal, 0, "", mustJSON(protocol.Error{Type: protocol.TypeChatError, ID: t.key.id, Seq: r.seq,
+			Code: protocol.CodeInternal, Message: "could not store the reply; nothing was charged",
+			Retryable: true, RetryAfterMs: time.Second.Milliseconds()}))
+		return
+	}
 	u := toProtoUsage(r.usage)
 	switch status {
 	case statusDone:
@@ -569,6 +584,17 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) 
 			ID: t.key.id, Provider: r.provider, Model: r.model, Status: status, Finish: finish, Usage: r.usage,
 			CostMicros: costMicros, CreditsLeft: set.CreditsLeft})
 	}
+}
+
+// unstored is the settlement outcome of a turn whose messages could not be stored, however it
+// ended. The client gets chat.error and can read nothing of the reply back, so billing is told
+// of a failed turn without output: the outcome charged nothing under every credit policy
+// (docs/billing.md), and the one billing's reconcile and rollups expect to have no stored
+// message. The usage is kept: the provider was paid, and the cost report says so.
+func unstored(o Outcome) Outcome {
+	o.Status = statusFailed
+	o.ProducedOutput = false
+	return o
 }
 
 // emitFailure ends a reply whose provider failed with chat.error.
