@@ -11,6 +11,7 @@ import (
 	"github.com/maula-ai/maula-chat/model"
 	"github.com/maula-ai/maula-chat/protocol"
 	"github.com/maula-ai/maula-chat/providers"
+	"github.com/maula-ai/maula-chat/tools"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -227,25 +228,19 @@ func (c *conn) frameQueryError(id string, err error) {
 // runs only for an authenticated caller, whose identity identify returns.
 func (h *Hub) Routes(mux *http.ServeMux, authn func(http.Handler) http.Handler, identify func(*http.Request) (Identity, bool)) {
 	mux.Handle("GET /ai/chat", h)
+	route := httpx.ToolRoute[Identity, tools.Tool]{
+		Identify: identify,
+		Tool:     h.o.Tools.Get,
+		Allowed:  Identity.CanUse,
+		NoCaller: httpx.Errorf(http.StatusUnauthorized, "unauthorized", "sign in first"),
+		UnknownTool: func(string) *httpx.APIError {
+			return httpx.Errorf(http.StatusNotFound, "not_found", "unknown tool")
+		},
+		// Forbidden: the default, 403 forbidden "this API key is for another tool".
+	}
 	rest := func(fn func(w http.ResponseWriter, r *http.Request, id Identity, tool string) error) http.Handler {
-		return authn(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			id, ok := identify(r)
-			if !ok {
-				httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "sign in first")
-				return
-			}
-			tool := r.PathValue("tool")
-			if _, ok := h.o.Tools.Get(tool); !ok {
-				httpx.WriteError(w, http.StatusNotFound, "not_found", "unknown tool")
-				return
-			}
-			if !id.CanUse(tool) {
-				httpx.WriteError(w, http.StatusForbidden, "forbidden", "this API key is for another tool")
-				return
-			}
-			if err := fn(w, r, id, tool); err != nil {
-				httpx.Fail(w, r, err)
-			}
+		return authn(route.Handle(func(w http.ResponseWriter, r *http.Request, id Identity, t tools.Tool) error {
+			return fn(w, r, id, t.ID)
 		}))
 	}
 	mux.Handle("GET /api/{tool}/chat/sessions", rest(func(w http.ResponseWriter, r *http.Request, id Identity, tool string) error {
