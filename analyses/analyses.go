@@ -126,28 +126,26 @@ type call struct {
 }
 
 func (s *Service) handle(f func(w http.ResponseWriter, r *http.Request, c call) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		who, ok := s.o.Identify(r.Context())
-		if !ok {
-			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "authentication required")
-			return
-		}
-		t, known := s.o.Tools.Get(r.PathValue("tool"))
-		if !known {
-			httpx.WriteError(w, http.StatusNotFound, "unknown_tool", "no tool "+r.PathValue("tool"))
-			return
-		}
-		c := call{Caller: who, tool: t, coll: s.o.Mongo.DB(t.Database()).Collection(model.CollAnalyses)}
-		if err := f(w, r, c); err != nil {
-			var fe *FieldError
-			if errors.As(err, &fe) {
-				httpx.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{
-					"code": "invalid_field", "message": fe.Error(), "field": fe.Field}})
-				return
-			}
-			httpx.Fail(w, r, err)
-		}
+	route := httpx.ToolRoute[Caller, tools.Tool]{
+		Identify: func(r *http.Request) (Caller, bool) { return s.o.Identify(r.Context()) },
+		Tool:     s.o.Tools.Get,
+		Fail:     failField,
+	}
+	return route.Handle(func(w http.ResponseWriter, r *http.Request, who Caller, t tools.Tool) error {
+		return f(w, r, call{Caller: who, tool: t, coll: s.o.Mongo.DB(t.Database()).Collection(model.CollAnalyses)})
 	})
+}
+
+// failField writes a *FieldError as 400 invalid_field naming the field, anything else as
+// httpx.Fail does.
+func failField(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		httpx.WriteJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{
+			"code": "invalid_field", "message": fe.Error(), "field": fe.Field}})
+		return
+	}
+	httpx.Fail(w, r, err)
 }
 
 // View is an analysis as the API answers it and as webhooks carry it.
