@@ -240,25 +240,17 @@ func (s *Service) Routes(mux *http.ServeMux, require func(http.Handler) http.Han
 }
 
 func (s *Service) handle(f func(w http.ResponseWriter, r *http.Request, c call) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		uid, ok := s.o.Identify(r.Context())
-		if !ok {
-			httpx.WriteError(w, http.StatusUnauthorized, "unauthorized", "authentication required")
-			return
+	route := httpx.ToolRoute[bson.ObjectID, tools.Tool]{
+		Identify: func(r *http.Request) (bson.ObjectID, bool) { return s.o.Identify(r.Context()) },
+		Tool:     s.o.Tools.Get,
+	}
+	return route.Handle(func(w http.ResponseWriter, r *http.Request, uid bson.ObjectID, t tools.Tool) error {
+		err := f(w, r, call{user: uid, tool: t.ID, coll: s.o.Mongo.DB(t.Database()).Collection(model.CollWebhooks)})
+		var de *destinationError
+		if errors.As(err, &de) {
+			err = &httpx.APIError{Status: http.StatusBadRequest, Code: "blocked_destination", Message: de.msg, Err: err}
 		}
-		t, known := s.o.Tools.Get(r.PathValue("tool"))
-		if !known {
-			httpx.WriteError(w, http.StatusNotFound, "unknown_tool", "no tool "+r.PathValue("tool"))
-			return
-		}
-		c := call{user: uid, tool: t.ID, coll: s.o.Mongo.DB(t.Database()).Collection(model.CollWebhooks)}
-		if err := f(w, r, c); err != nil {
-			var de *destinationError
-			if errors.As(err, &de) {
-				err = &httpx.APIError{Status: http.StatusBadRequest, Code: "blocked_destination", Message: de.msg, Err: err}
-			}
-			httpx.Fail(w, r, err)
-		}
+		return err
 	})
 }
 
