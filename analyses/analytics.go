@@ -16,7 +16,6 @@ import (
 	"github.com/maula-ai/maula-chat/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 )
 
 // topN is how many countries and threats the analytics documents rank.
@@ -223,18 +222,18 @@ func (a *Analytics) write(ctx context.Context, k dayKey, d *delta) error {
 	for _, th := range slices.Sorted(maps.Keys(d.threats)) {
 		inc = append(inc, bson.E{Key: "metrics.threatCounts." + th, Value: d.threats[th]})
 	}
-	filter := bson.D{{Key: "userId", Value: k.user}, {Key: "date", Value: k.day}}
+	// Addressed by its derived _id: any other filter makes the embedded FerretDB scan the
+	// collection (store.UpsertByID).
+	key := bson.D{{Key: "userId", Value: k.user}, {Key: "date", Value: k.day}}
+	res := store.UpsertByID(ctx, coll, store.AnalyticsID(k.user, k.day), key, bson.D{{Key: "$inc", Value: inc}})
 	if d.procN == 0 && len(d.countries) == 0 && len(d.threats) == 0 {
-		_, err := coll.UpdateOne(ctx, filter, bson.D{{Key: "$inc", Value: inc}}, options.UpdateOne().SetUpsert(true))
-		if err != nil {
+		if err := res.Err(); err != nil {
 			return fmt.Errorf("analyses: analytics of %s %s: %w", k.tool, k.user.Hex(), err)
 		}
 		return nil
 	}
 	var after model.Analytics
-	err := coll.FindOneAndUpdate(ctx, filter, bson.D{{Key: "$inc", Value: inc}},
-		options.FindOneAndUpdate().SetUpsert(true).SetReturnDocument(options.After)).Decode(&after)
-	if err != nil {
+	if err := res.Decode(&after); err != nil {
 		return fmt.Errorf("analyses: analytics of %s %s: %w", k.tool, k.user.Hex(), err)
 	}
 	m := after.Metrics

@@ -101,6 +101,7 @@ type Service struct {
 	subs      *mongo.Collection // maula-auth-db.subscriptions
 	ledger    *mongo.Collection // maula-auth-db.credit_ledger
 	bills     *mongo.Collection // maula-auth-db.billing
+	users     *mongo.Collection // maula-auth-db.users: only subscription.* on a plan change
 	rollups   [numLevels]*mongo.Collection
 	locks     *mongo.Collection // maula-auth-db.billing_locks
 	locking   bool              // serialize shared-document writes (FerretDB); set once by New
@@ -109,6 +110,12 @@ type Service struct {
 	// rollover check costs no read on the hot path. Owned by this Service; a stale value only
 	// delays the check to the next failed reserve, never skips it (see reserveOnce).
 	periodEnd sync.Map
+	// subIDs caches each user's subscription _id (bson.ObjectID → bson.ObjectID) so that, on
+	// FerretDB, subscriptions are read and written by _id. Owned by readSub; a stale id (the
+	// subscription was replaced) is detected by the read and looked up again.
+	subIDs sync.Map
+	// rollupQ batches the rollup writes of turns settled concurrently (see record).
+	rollupQ groupCommit[*Entry]
 }
 
 // New opens the service and creates, idempotently, the indexes billing adds to the schema.
@@ -144,6 +151,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		subs:   db.Collection(model.CollSubscriptions),
 		ledger: db.Collection(model.CollLedger),
 		bills:  db.Collection(model.CollBilling),
+		users:  db.Collection(model.CollUsers),
 		locks:  db.Collection(lockColl),
 	}
 	var err error

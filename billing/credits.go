@@ -109,18 +109,25 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 	key := holdKey("r_", r.RequestID)
 	openedPlan := false
 	for range 8 {
-		filter := bson.D{{Key: "userId", Value: e.UserID},
-			{Key: "features.aiCredits", Value: bson.D{{Key: "$gte", Value: e.Reserved}}},
+		guard := bson.D{{Key: "features.aiCredits", Value: bson.D{{Key: "$gte", Value: e.Reserved}}},
 			{Key: "holds." + key, Value: bson.D{{Key: "$exists", Value: false}}}}
+		reserved := e.Reserved
+		check := func(cur *subDoc) bool {
+			_, held := cur.Holds[key]
+			return cur.Features.AICredits >= reserved && !held
+		}
 		upd := bson.D{
 			{Key: "$inc", Value: bson.D{{Key: "features.aiCredits", Value: -e.Reserved}, {Key: "holdCount", Value: 1}}},
 			{Key: "$set", Value: bson.D{{Key: "holds." + key, Value: hold{Phase: PhaseReserve, Credits: e.Reserved, At: now, RequestID: e.RequestID}}}},
 		}
-		var after subDoc
-		err := s.onSub(ctx, e.UserID, func() error { return s.subs.FindOneAndUpdate(ctx, filter, upd, afterBalance).Decode(&after) })
+		after, err := s.updateSub(ctx, e.UserID, guard, check, upd)
 		if err == nil {
 			s.notePeriod(e.UserID, after.Billing.NextBillingDate)
-			if err := s.markApplied(ctx, e.ID, -e.Reserved, after.Features.AICredits,
+			mark := s.markApplied
+			if !existed {
+				mark = s.markOwnApplied
+			}
+			if err := mark(ctx, e.ID, -e.Reserved, after.Features.AICredits,
 				bson.D{{Key: "reserved", Value: e.Reserved}, {Key: "maxTokens", Value: e.MaxTokens}, {Key: "capLowered", Value: e.CapLowered}}); err != nil {
 				// The hold is taken; the entry stays pending and RecoverDangling (or a retry)
 				// marks it. The turn may proceed.
@@ -295,13 +302,12 @@ func (s *Service) LiveCost(res *Reservation, u providers.Usage) (costMicros int6
 
 // Balance returns the user's credit balance (features.aiCredits).
 func (s *Service) Balance(ctx context.Context, userID bson.ObjectID) (int64, error) {
-	var d subDoc
-	err := s.subs.FindOne(ctx, bson.D{{Key: "userId", Value: userID}}).Decode(&d)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return 0, ErrNoSubscription
-	}
+	d, err := s.readSub(ctx, userID)
 	if err != nil {
 		return 0, fmt.Errorf("billing: balance: %w", err)
+	}
+	if d == nil {
+		return 0, ErrNoSubscription
 	}
 	return d.Features.AICredits, nil
 }
@@ -366,14 +372,14 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 		e = stored
 	}
 	key := holdKey("r_", e.RequestID)
-	var after subDoc
-	err = s.onSub(ctx, e.UserID, func() error {
-		return s.subs.FindOneAndUpdate(ctx,
-			bson.D{{Key: "userId", Value: e.UserID}, {Key: "holds." + key + ".c", Value: e.Reserved}},
-			bson.D{{Key: "$inc", Value: bson.D{{Key: "features.aiCredits", Value: e.Credits}, {Key: "holdCount", Value: -1}}},
-				{Key: "$unset", Value: bson.D{{Key: "holds." + key, Value: ""}}}},
-			afterBalance).Decode(&after)
-	})
+	after := &subDoc{}
+	upd, err := s.updateSub(ctx, e.UserID, bson.D{{Key: "holds." + key + ".c", Value: e.Reserved}},
+		func(cur *subDoc) bool { h, held := cur.Holds[key]; return held && h.Credits == e.Reserved },
+		bson.D{{Key: "$inc", Value: bson.D{{Key: "features.aiCredits", Value: e.Credits}, {Key: "holdCount", Value: -1}}},
+			{Key: "$unset", Value: bson.D{{Key: "holds." + key, Value: ""}}}})
+	if err == nil {
+		after = upd
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, mongo.ErrNoDocuments):
@@ -432,7 +438,11 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 	if e.Rollup == "skip" {
 		rollup = "skip"
 	}
-	if err := s.markApplied(ctx, e.ID, e.Credits, after.Features.AICredits, bson.D{{Key: "rollup", Value: rollup}}); err != nil {
+	mark := s.markApplied
+	if !existed {
+		mark = s.markOwnApplied
+	}
+	if err := mark(ctx, e.ID, e.Credits, after.Features.AICredits, bson.D{{Key: "rollup", Value: rollup}}); err != nil {
 		return nil, err
 	}
 	e.State, e.BalanceAfter = StateApplied, after.Features.AICredits

@@ -11,6 +11,7 @@
 //
 // Ownership of shared state: the subscription's features.aiCredits, holds and holdCount are
 // written only by this package; the ledger and cost_rollups* collections are written only by
-// this package; chat_history is written by the chat hub and only read here (RecoverDangling's
+// this package; of users, only the plan summary users.subscription, on a plan change;
+// chat_history is written by the chat hub and only read here (RecoverDangling's
 // callback, Reconcile).
 package billing

@@ -175,8 +175,25 @@ func (s *Service) SetPlan(ctx context.Context, userID bson.ObjectID, plan string
 		return err
 	}
 	s.periodEnd.Delete(userID)
+	if err := s.noteUserPlan(ctx, userID, plan); err != nil {
+		return err
+	}
 	sub.Plan = plan
 	return s.writeBillingRecord(ctx, sub, plan, e.RequestID)
+}
+
+// noteUserPlan keeps the plan summary embedded in the user document (users.subscription, the
+// seed's User schema) in step with the subscription. Idempotent; a user document that does
+// not exist (a user known only to billing) is not an error.
+func (s *Service) noteUserPlan(ctx context.Context, userID bson.ObjectID, plan string) error {
+	now := s.now().UTC()
+	_, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}}, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "subscription.plan", Value: plan}, {Key: "subscription.status", Value: "active"},
+		{Key: "subscription.startDate", Value: now}, {Key: "updatedAt", Value: now}}}})
+	if err != nil {
+		return fmt.Errorf("billing: note the plan on the user: %w", err)
+	}
+	return nil
 }
 
 // writeBillingRecord writes the seed's BillingRecord for a plan change. paymentIntent names

@@ -8,9 +8,9 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/maula-ai/maula-chat/model"
+	"github.com/maula-ai/maula-chat/store"
 )
 
 // Rollup levels. Each settled turn is $inc-ed into one document of each level, so that every
@@ -76,14 +76,14 @@ func rollupInc(e *Entry) bson.D {
 		{Key: "cacheWrite", Value: u.CacheWrite}, {Key: "reasoning", Value: u.Reasoning}, {Key: "costMicros", Value: e.CostMicros}}
 }
 
-var upsert = options.UpdateOne().SetUpsert(true)
-
-// upsertInc $inc-s one document, creating it when missing. Two first writers of the same key
-// race on the unique index; the loser's retry finds the document.
-func upsertInc(ctx context.Context, c *mongo.Collection, filter, update bson.D) error {
+// upsertByID $inc-s the document whose key fields are key, addressed by an _id derived from
+// them (store.UpsertByID): FerretDB answers only {_id: v} filters without scanning the whole
+// collection, which for rollups grows every day. Two first writers of the same key race on
+// the unique index; the loser's retry finds the document.
+func upsertByID(ctx context.Context, c *mongo.Collection, id any, key, inc bson.D) error {
 	for attempt := 0; ; attempt++ {
 		// Busy means not committed: retrying cannot count twice.
-		err := retryBusy(ctx, func() error { _, err := c.UpdateOne(ctx, filter, update, upsert); return err })
+		err := retryBusy(ctx, func() error { return store.UpsertByID(ctx, c, id, key, bson.D{{Key: "$inc", Value: inc}}).Err() })
 		if err == nil || !isDup(err) || attempt == 3 {
 			if err != nil {
 				return fmt.Errorf("billing: upsert %s: %w", c.Name(), err)
@@ -93,11 +93,8 @@ func upsertInc(ctx context.Context, c *mongo.Collection, filter, update bson.D) 
 	}
 }
 
-// upsertByID $inc-s the document whose key fields are key, addressed by an _id derived from
-// them: FerretDB pushes only {_id: v} filters down to SQLite, and any other filter scans the
-// whole collection, which for rollups grows every day. A document written before ids were
-// derived (an older data dir) is found by its key fields instead.
-func upsertByID(ctx context.Context, c *mongo.Collection, key, inc bson.D) error {
+// rollupID is the _id of a rollup document: its key fields joined by '|'.
+func rollupID(key bson.D) string {
 	var id strings.Builder
 	for i, f := range key {
 		if i > 0 {
@@ -109,42 +106,96 @@ func upsertByID(ctx context.Context, c *mongo.Collection, key, inc bson.D) error
 			fmt.Fprint(&id, f.Value)
 		}
 	}
-	update := bson.D{{Key: "$inc", Value: inc}, {Key: "$setOnInsert", Value: key}}
-	err := upsertInc(ctx, c, bson.D{{Key: "_id", Value: id.String()}}, update)
-	if err != nil && isDup(err) {
-		return upsertInc(ctx, c, key, bson.D{{Key: "$inc", Value: inc}})
-	}
-	return err
+	return id.String()
 }
 
 // record writes a settled turn into the four rollup levels, the tool's analytics document of
-// the day and the realtime counters. The writes are independent, so they run concurrently.
+// the day and the realtime counters. Turns settled concurrently are written together
+// (groupCommit): their increments are merged per document, so a batch costs one write per
+// distinct document instead of five writes per turn, all under the one rollup lock that the
+// embedded server's non-atomic $inc needs.
 func (s *Service) record(ctx context.Context, e *Entry) error {
-	// $inc upserts are read-modify-write on FerretDB: one writer at a time across instances.
-	if err := s.withLock(ctx, "rollups", func() error { return s.recordDocs(ctx, e) }); err != nil {
+	err := s.rollupQ.do(e, func(batch []*Entry) error {
+		// The batch carries other callers' turns: the leader's cancellation must not fail them.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		// $inc upserts are read-modify-write on FerretDB: one writer at a time across instances.
+		return s.withLock(fctx, "rollups", func() error { return s.recordDocs(fctx, batch) })
+	})
+	if err != nil {
 		return err
 	}
 	s.recordCounters(ctx, e)
 	return nil
 }
 
-func (s *Service) recordDocs(ctx context.Context, e *Entry) error {
-	// Sequential on purpose: the embedded server answers concurrent writes to one SQLite file
-	// with SQLITE_BUSY, and the retries cost far more than the writes.
-	for l := range numLevels {
-		if err := upsertByID(ctx, s.rollups[l], rollupKey(l, e), rollupInc(e)); err != nil {
-			return err
+// docInc is one document's merged increments in a batch.
+type docInc struct {
+	coll *mongo.Collection
+	id   any
+	key  bson.D // the key fields it is created with
+	inc  bson.D // int64 increments in first-seen order
+}
+
+// docBatch merges increments per document, in the order documents were first touched.
+type docBatch struct {
+	byID map[string]*docInc
+	list []*docInc
+}
+
+func (b *docBatch) add(coll *mongo.Collection, id any, key, inc bson.D) {
+	k := coll.Database().Name() + "." + coll.Name() + "/" + fmt.Sprint(id)
+	d := b.byID[k]
+	if d == nil {
+		d = &docInc{coll: coll, id: id, key: key}
+		b.byID[k] = d
+		b.list = append(b.list, d)
+	}
+next:
+	for _, f := range inc {
+		for i := range d.inc {
+			if d.inc[i].Key == f.Key {
+				d.inc[i].Value = d.inc[i].Value.(int64) + f.Value.(int64)
+				continue next
+			}
+		}
+		d.inc = append(d.inc, f)
+	}
+}
+
+func (s *Service) recordDocs(ctx context.Context, batch []*Entry) error {
+	b := &docBatch{byID: map[string]*docInc{}}
+	for _, e := range batch {
+		for l := range numLevels {
+			key := rollupKey(l, e)
+			b.add(s.rollups[l], rollupID(key), key, rollupInc(e))
+		}
+		if e.Tool != "" {
+			day := midnight(e.At)
+			b.add(s.o.Mongo.DB(e.Tool+"-db").Collection(model.CollAnalytics), store.AnalyticsID(e.UserID, day),
+				bson.D{{Key: "userId", Value: e.UserID}, {Key: "date", Value: day}}, analyticsInc(e))
 		}
 	}
-	if e.Tool != "" {
-		return s.recordAnalytics(ctx, e)
+	// Sequential on purpose: the embedded server answers concurrent writes to one SQLite file
+	// with SQLITE_BUSY, and the retries cost far more than the writes.
+	for _, d := range b.list {
+		inc := d.inc
+		for _, f := range d.inc {
+			if f.Key == "aiUsage.totalCostMicros" { // the seed's USD figure, from the exact sum
+				inc = append(inc, bson.E{Key: "aiUsage.totalCost", Value: float64(f.Value.(int64)) / 1e6})
+			}
+		}
+		if err := upsertByID(ctx, d.coll, d.id, d.key, inc); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// recordAnalytics $inc-s the seed's Analytics document of the user's day in the tool's
-// database: metrics.totalRequests/successfulRequests/failedRequests and aiUsage.
-func (s *Service) recordAnalytics(ctx context.Context, e *Entry) error {
+// analyticsInc is what a settled turn adds to the seed's Analytics document of the user's day
+// in the tool's database: metrics.totalRequests/successfulRequests/failedRequests and aiUsage
+// (aiUsage.totalCost, in USD, is derived from totalCostMicros when written).
+func analyticsInc(e *Entry) bson.D {
 	u := e.Usage
 	if u == nil {
 		u = &UsageDoc{}
@@ -159,13 +210,9 @@ func (s *Service) recordAnalytics(ctx context.Context, e *Entry) error {
 		inc = append(inc, bson.E{Key: "aiUsage.totalMessages", Value: int64(1)},
 			bson.E{Key: "aiUsage.providerBreakdown." + e.Provider, Value: int64(1)})
 	}
-	inc = append(inc,
+	return append(inc,
 		bson.E{Key: "aiUsage.totalTokens", Value: u.Input + u.Output + u.CacheRead + u.CacheWrite},
-		bson.E{Key: "aiUsage.totalCost", Value: float64(e.CostMicros) / 1e6},
 		bson.E{Key: "aiUsage.totalCostMicros", Value: e.CostMicros})
-	coll := s.o.Mongo.DB(e.Tool + "-db").Collection(model.CollAnalytics)
-	return upsertInc(ctx, coll, bson.D{{Key: "userId", Value: e.UserID}, {Key: "date", Value: midnight(e.At)}},
-		bson.D{{Key: "$inc", Value: inc}})
 }
 
 // counterTTL keeps a day's realtime counters a little past the day.

@@ -1,0 +1,62 @@
+package billing
+
+import "sync"
+
+// groupCommit runs one flush for many concurrent callers: the first caller to find no flush
+// running leads, taking everything queued so far into one batch; the callers that arrive
+// meanwhile wait, and when the batch is written the leader wakes them and hands the lead to
+// the oldest caller still queued, so no caller flushes other callers' work forever. There is
+// no goroutine and no timer: an uncontended call flushes at once, and under load the batches
+// grow by themselves with the time one flush takes.
+//
+// The zero value is ready to use. Its fields are owned by the mutex.
+type groupCommit[T any] struct {
+	mu       sync.Mutex
+	queue    []*gcItem[T]
+	flushing bool
+}
+
+type gcItem[T any] struct {
+	v    T
+	err  error
+	wake chan bool // true: lead the next batch; false: your batch is written, err is set
+}
+
+// do queues v and returns the error of the flush that carried it.
+func (g *groupCommit[T]) do(v T, flush func([]T) error) error {
+	it := &gcItem[T]{v: v, wake: make(chan bool, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, it)
+	if g.flushing {
+		g.mu.Unlock()
+		if lead := <-it.wake; !lead {
+			return it.err
+		}
+		g.mu.Lock()
+	}
+	g.flushing = true
+	batch := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+
+	vs := make([]T, len(batch))
+	for i, b := range batch {
+		vs[i] = b.v
+	}
+	err := flush(vs)
+	for _, b := range batch {
+		b.err = err
+		if b != it {
+			b.wake <- false
+		}
+	}
+
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		g.queue[0].wake <- true
+	} else {
+		g.flushing = false
+	}
+	g.mu.Unlock()
+	return it.err
+}
