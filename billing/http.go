@@ -16,7 +16,7 @@ import (
 // Routes mounts the billing endpoints. The middleware and the caller's identity come from the
 // auth package through these parameters, so billing does not import it:
 //
-//	GET  /admin/costs?from=YYYY-MM-DD&to=YYYY-MM-DD&groupBy=a[,b][&format=csv][&limit=n]   (admin)
+//	GET  /admin/costs?from=YYYY-MM-DD&to=YYYY-MM-DD&groupBy=a[,b][&format=csv][&limit=n][&fresh=1]   (admin)
 //	GET  /admin/users/{id}/usage?from&to                                                 (admin)
 //	POST /admin/users/{id}/credits {"credits":n,"reason":"...","idempotencyKey":"..."}   (admin)
 //	POST /admin/users/{id}/plan    {"plan":"pro"}                                        (admin)
@@ -85,7 +85,7 @@ func (s *Service) handleCosts(w http.ResponseWriter, r *http.Request) {
 		httpx.Fail(w, r, apiError(err))
 		return
 	}
-	q := CostQuery{From: from, To: to, GroupBy: groupBy}
+	q := CostQuery{From: from, To: to, GroupBy: groupBy, Fresh: r.URL.Query().Get("fresh") == "1"}
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if q.Limit, err = strconv.Atoi(v); err != nil || q.Limit < 0 {
 			httpx.Fail(w, r, httpx.Errorf(http.StatusBadRequest, "bad_request", "limit must be a non-negative integer"))
@@ -97,6 +97,7 @@ func (s *Service) handleCosts(w http.ResponseWriter, r *http.Request) {
 		httpx.Fail(w, r, apiError(err))
 		return
 	}
+	w.Header().Set("X-Cost-Read", rep.Read.String())
 	switch r.URL.Query().Get("format") {
 	case "", "json":
 		httpx.WriteJSON(w, http.StatusOK, rep)
