@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,4 +75,42 @@ func BenchmarkCosts(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkTurnMoneyParallel is BenchmarkTurnMoney from 16 goroutines over 8 users (two turns
+// in flight per user, as in `maula-chat bench record`): what concurrency does to the money steps.
+func BenchmarkTurnMoneyParallel(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	s := e.service(b, PolicyPerCall, 0)
+	users := make([]bson.ObjectID, 8)
+	for i := range users {
+		users[i] = newUser(b, s, int64(b.N)+10)
+	}
+	var next atomic.Int64
+	var reserve, settle atomic.Int64
+	b.SetParallelism(8) // × GOMAXPROCS(2) = 16 goroutines
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := next.Add(1)
+			u := users[i%int64(len(users))]
+			t0 := time.Now()
+			res, err := s.Reserve(ctx, req(u, fmt.Sprintf("pbench-%d-%d", b.N, i)))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			t1 := time.Now()
+			if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 1000, Output: 200}, ProducedOutput: true, Status: StatusDone}); err != nil {
+				b.Error(err)
+				return
+			}
+			reserve.Add(int64(t1.Sub(t0)))
+			settle.Add(int64(time.Since(t1)))
+		}
+	})
+	b.ReportMetric(float64(reserve.Load())/float64(b.N)/1e6, "ms-reserve")
+	b.ReportMetric(float64(settle.Load())/float64(b.N)/1e6, "ms-settle")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "turns/s")
 }

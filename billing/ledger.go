@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/maula-ai/maula-chat/model"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -106,7 +107,7 @@ func (s *Service) insertEntry(ctx context.Context, e *Entry) (stored *Entry, exi
 	if e.ID.IsZero() {
 		e.ID = bson.NewObjectID()
 	}
-	if err := retryBusy(ctx, func() error { _, err := s.ledger.InsertOne(ctx, e); return err }); err == nil {
+	if err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.ledger.InsertOne(ctx, e); return err }) }); err == nil {
 		return e, false, nil
 	} else if !isDup(err) {
 		return nil, false, fmt.Errorf("billing: ledger insert %s/%s: %w", e.RequestID, e.Phase, err)
@@ -174,8 +175,10 @@ func (s *Service) markAppliedAs(ctx context.Context, id bson.ObjectID, credits, 
 		{Key: "balanceAfter", Value: balanceAfter}, {Key: "appliedAt", Value: now}}, extra...)
 	err := retryBusy(ctx, func() error {
 		if own && s.locking {
-			_, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
-			return err
+			return s.write(func() error {
+				_, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: set}})
+				return err
+			})
 		}
 		_, err := s.ledgerUpdate(ctx, id, bson.E{Key: "state", Value: StatePending}, bson.D{{Key: "$set", Value: set}})
 		return err
@@ -249,7 +252,9 @@ func (s *Service) updateSub(ctx context.Context, userID bson.ObjectID, guard bso
 		if cur == nil || !check(cur) {
 			return mongo.ErrNoDocuments
 		}
-		return s.subs.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cur.ID}}, upd, afterBalance).Decode(&after)
+		return s.write(func() error {
+			return s.subs.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cur.ID}}, upd, afterBalance).Decode(&after)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -396,12 +401,19 @@ func (s *Service) ledgerUpdate(ctx context.Context, id bson.ObjectID, cond bson.
 	if !sameValue(doc[cond.Key], cond.Value) {
 		return false, nil
 	}
-	r, err := s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
-	if err != nil {
+	var r *mongo.UpdateResult
+	if err := s.write(func() (err error) {
+		r, err = s.ledger.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, update)
+		return err
+	}); err != nil {
 		return false, err
 	}
 	return r.ModifiedCount == 1, nil
 }
+
+// write runs f, one write to maula-auth-db, queued behind this process's other writes to it
+// (store.Write): on the embedded server that replaces SQLite's sleeping busy handler.
+func (s *Service) write(f func() error) error { return s.o.Mongo.Write(model.AuthDB, f) }
 
 // sameValue compares a decoded BSON value with a condition value (strings, in practice).
 func sameValue(got, want any) bool {

@@ -84,7 +84,7 @@ func (s *Service) EnsureSubscription(ctx context.Context, userID bson.ObjectID, 
 		{Key: "holds", Value: bson.D{{Key: key, Value: hold{Phase: PhaseOpen, Credits: e.Credits, At: now, RequestID: e.RequestID}}}},
 		{Key: "holdCount", Value: int64(1)},
 	}
-	if err := retryBusy(ctx, func() error { _, err := s.subs.InsertOne(ctx, doc); return err }); err != nil && !isDup(err) {
+	if err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.subs.InsertOne(ctx, doc); return err }) }); err != nil && !isDup(err) {
 		return nil, fmt.Errorf("billing: open subscription: %w", err)
 	}
 	cur, err := s.readSub(ctx, userID)

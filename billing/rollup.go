@@ -80,10 +80,12 @@ func rollupInc(e *Entry) bson.D {
 // them (store.UpsertByID): FerretDB answers only {_id: v} filters without scanning the whole
 // collection, which for rollups grows every day. Two first writers of the same key race on
 // the unique index; the loser's retry finds the document.
-func upsertByID(ctx context.Context, c *mongo.Collection, id any, key, inc bson.D) error {
+func upsertByID(ctx context.Context, ms *store.Store, c *mongo.Collection, id any, key, inc bson.D) error {
 	for attempt := 0; ; attempt++ {
 		// Busy means not committed: retrying cannot count twice.
-		err := retryBusy(ctx, func() error { return store.UpsertByID(ctx, c, id, key, bson.D{{Key: "$inc", Value: inc}}).Err() })
+		err := retryBusy(ctx, func() error {
+			return ms.Write(c.Database().Name(), func() error { return store.UpsertByID(ctx, c, id, key, bson.D{{Key: "$inc", Value: inc}}).Err() })
+		})
 		if err == nil || !isDup(err) || attempt == 3 {
 			if err != nil {
 				return fmt.Errorf("billing: upsert %s: %w", c.Name(), err)
@@ -185,7 +187,7 @@ func (s *Service) recordDocs(ctx context.Context, batch []*Entry) error {
 				inc = append(inc, bson.E{Key: "aiUsage.totalCost", Value: float64(f.Value.(int64)) / 1e6})
 			}
 		}
-		if err := upsertByID(ctx, d.coll, d.id, d.key, inc); err != nil {
+		if err := upsertByID(ctx, s.o.Mongo, d.coll, d.id, d.key, inc); err != nil {
 			return err
 		}
 	}
