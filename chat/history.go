@@ -161,6 +161,9 @@ func (h *Hub) DeleteSession(ctx context.Context, user bson.ObjectID, tool, sessi
 	if !ok {
 		return 0, errUnknownTool
 	}
+	if h.rec.conv != nil {
+		defer h.rec.conv.drop(convKey{t.Database(), user, session}) // also if the delete failed midway
+	}
 	res, err := h.o.Mongo.DB(t.Database()).Collection(model.CollChatHistory).DeleteMany(ctx,
 		bson.D{{Key: "sessionId", Value: session}, {Key: "userId", Value: user}})
 	if err != nil {

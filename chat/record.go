@@ -24,6 +24,10 @@ type recorder struct {
 	log     *slog.Logger
 	in      chan *recordReq
 	done    chan struct{}
+	// conv and ctx cache what prompts read, when this process is the store's only writer
+	// (convcache.go); nil otherwise.
+	conv *convCache
+	ctx  *ctxCache
 }
 
 // historyWriter stores a batch of chat messages in one tool database's chat_history.
@@ -35,8 +39,11 @@ type historyWriter interface {
 type mongoHistory struct{ s *store.Store }
 
 func (m mongoHistory) insertMany(ctx context.Context, db string, docs []any) error {
-	_, err := m.s.DB(db).Collection(model.CollChatHistory).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	return err
+	// Queued with the process's other writes to the database (store.Write).
+	return m.s.Write(db, func() error {
+		_, err := m.s.DB(db).Collection(model.CollChatHistory).InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		return err
+	})
 }
 
 type recordReq struct {
@@ -46,7 +53,11 @@ type recordReq struct {
 }
 
 func newRecorder(m *store.Store, log *slog.Logger) *recorder {
-	return newRecorderTo(mongoHistory{m}, log)
+	r := newRecorderTo(mongoHistory{m}, log)
+	if m != nil && m.SoleWriter() {
+		r.conv, r.ctx = newConvCache(20000), newCtxCache(20000, time.Minute)
+	}
+	return r
 }
 
 // newRecorderTo starts a recorder writing to w.
@@ -113,6 +124,8 @@ func (r *recorder) write(batch []*recordReq) {
 			err := r.history.insertMany(ctx, db, docs)
 			if err != nil {
 				err = fmt.Errorf("insert %d chat messages into %s: %w", len(docs), db, err)
+			} else if r.conv != nil {
+				r.conv.recorded(db, docs)
 			}
 			for _, req := range reqs {
 				req.errc <- err
@@ -221,6 +234,33 @@ func (h *Hub) buildPrompt(ctx context.Context, t *turn) (*prompt, error) {
 }
 
 func (h *Hub) loadContext(ctx context.Context, db *mongo.Database, t *turn) ([]bson.M, error) {
+	c := h.rec.ctx
+	if c == nil || t.f.AnalysisID != "" {
+		return h.readContext(ctx, db, t)
+	}
+	k := ctxKey{db.Name(), t.key.user}
+	now := time.Now()
+	a, hit, gen := c.get(k, now)
+	if hit {
+		return a, nil
+	}
+	a, err := h.readContext(ctx, db, t)
+	if err == nil {
+		c.put(k, a, now, gen)
+	}
+	return a, err
+}
+
+// AnalysisCreated tells the hub that the user has a new analysis of tool, so that the next
+// prompt's context includes it (analyses.Notifier).
+func (h *Hub) AnalysisCreated(_ context.Context, tool string, userID bson.ObjectID, _ any, _ float64) error {
+	if t, ok := h.o.Tools.Get(tool); ok && h.rec.ctx != nil {
+		h.rec.ctx.drop(ctxKey{t.Database(), userID})
+	}
+	return nil
+}
+
+func (h *Hub) readContext(ctx context.Context, db *mongo.Database, t *turn) ([]bson.M, error) {
 	coll := db.Collection(model.CollAnalyses)
 	proj := options.Find().SetProjection(bson.D{{Key: "userId", Value: 0}})
 	if t.f.AnalysisID != "" {
@@ -249,12 +289,34 @@ func (h *Hub) loadContext(ctx context.Context, db *mongo.Database, t *turn) ([]b
 }
 
 func (h *Hub) loadHistory(ctx context.Context, db *mongo.Database, t *turn) ([]model.ChatMessage, error) {
+	c := h.rec.conv
 	if t.f.SessionID == "" {
-		return nil, nil // a new conversation
+		if c != nil { // a new conversation: known to be empty, no read ever needed
+			if _, _, lead := c.get(convKey{db.Name(), t.key.user, t.session}); lead {
+				c.fill(convKey{db.Name(), t.key.user, t.session}, nil, nil)
+			}
+		}
+		return nil, nil
 	}
+	if c == nil {
+		return h.readHistory(ctx, db, t)
+	}
+	k := convKey{db.Name(), t.key.user, t.session}
+	msgs, hit, lead := c.get(k)
+	if hit {
+		return msgs, nil
+	}
+	msgs, err := h.readHistory(ctx, db, t)
+	if lead {
+		c.fill(k, msgs, err)
+	}
+	return msgs, err
+}
+
+func (h *Hub) readHistory(ctx context.Context, db *mongo.Database, t *turn) ([]model.ChatMessage, error) {
 	cur, err := db.Collection(model.CollChatHistory).Find(ctx,
 		bson.D{{Key: "sessionId", Value: t.session}, {Key: "userId", Value: t.key.user}},
-		options.Find().SetSort(bson.D{{Key: "timestamp", Value: -1}}).SetLimit(50))
+		options.Find().SetSort(bson.D{{Key: "timestamp", Value: -1}}).SetLimit(histLimit))
 	if err != nil {
 		return nil, fmt.Errorf("load history: %w", err)
 	}

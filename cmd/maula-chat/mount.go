@@ -67,6 +67,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		a.close(context.Background())
 		return nil, fmt.Errorf("chat: %w", err)
 	}
+	tapi.hub.Store(a.hub)
 	a.hub.Routes(srv.Mux, a.auth.RequireUser, func(r *http.Request) (chat.Identity, bool) {
 		p := auth.PrincipalFrom(r.Context())
 		if p == nil {

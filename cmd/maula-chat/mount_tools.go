@@ -6,10 +6,12 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/maula-ai/maula-chat/analyses"
 	"github.com/maula-ai/maula-chat/auth"
+	"github.com/maula-ai/maula-chat/chat"
 	"github.com/maula-ai/maula-chat/config"
 	"github.com/maula-ai/maula-chat/server"
 	"github.com/maula-ai/maula-chat/tools"
@@ -22,8 +24,24 @@ import (
 type toolAPI struct {
 	analyses *analyses.Service
 	webhooks *webhooks.Service
-	stop     context.CancelFunc
-	done     chan struct{} // closed when both loops returned
+	// hub is the chat hub once it runs (it is mounted after the tool APIs): told of every
+	// stored analysis, so its context cache drops the user's analyses.
+	hub  atomic.Pointer[chat.Hub]
+	stop context.CancelFunc
+	done chan struct{} // closed when both loops returned
+}
+
+// analysisListeners tells the webhooks and, once it runs, the chat hub of each stored analysis.
+type analysisListeners struct {
+	wh  *webhooks.Service
+	hub *atomic.Pointer[chat.Hub]
+}
+
+func (l analysisListeners) AnalysisCreated(ctx context.Context, tool string, userID bson.ObjectID, analysis any, riskScore float64) error {
+	if h := l.hub.Load(); h != nil {
+		_ = h.AnalysisCreated(ctx, tool, userID, analysis, riskScore)
+	}
+	return l.wh.AnalysisCreated(ctx, tool, userID, analysis, riskScore)
 }
 
 // mountTools mounts the tool APIs (analyses, lookup, webhooks) and starts the webhook
@@ -107,8 +125,9 @@ func mountToolsAPI(ctx context.Context, srv *server.Server, cfg *config.Config, 
 		return nil, fmt.Errorf("webhooks: %w", err)
 	}
 	table := authSvc.Plans()
+	t := &toolAPI{webhooks: wh}
 	an, err := analyses.New(ctx, analyses.Options{
-		Mongo: st.mongo, KV: st.kv, Tools: reg, Notifier: wh, Log: log, Locking: lockMode(st),
+		Mongo: st.mongo, KV: st.kv, Tools: reg, Notifier: analysisListeners{wh, &t.hub}, Log: log, Locking: lockMode(st),
 		Retention: func(plan string) time.Duration { return table.Lookup(plan).AnalysisRetention() },
 		Identify: func(ctx context.Context) (analyses.Caller, bool) {
 			p := auth.PrincipalFrom(ctx)
@@ -127,7 +146,7 @@ func mountToolsAPI(ctx context.Context, srv *server.Server, cfg *config.Config, 
 		log.Warn("webhooks may target loopback, link-local and private addresses (MAULA_WEBHOOK_ALLOW_PRIVATE)")
 	}
 	bg, stop := context.WithCancel(context.Background())
-	t := &toolAPI{analyses: an, webhooks: wh, stop: stop, done: make(chan struct{})}
+	t.analyses, t.stop, t.done = an, stop, make(chan struct{})
 	go func() {
 		defer close(t.done)
 		loops := make(chan struct{}, 2)

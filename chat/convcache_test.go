@@ -1,0 +1,114 @@
+package chat
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/maula-ai/maula-chat/model"
+)
+
+func msg(user bson.ObjectID, session, role, text string) model.ChatMessage {
+	return model.ChatMessage{ID: bson.NewObjectID(), UserID: user, SessionID: session, Role: role, Message: text}
+}
+
+func texts(ms []model.ChatMessage) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Message
+	}
+	return out
+}
+
+// TestConvCache: the first reader loads and fills; messages recorded while it loads are merged
+// once each, newest first; later reads hit; other users' and unknown conversations are never
+// touched; drop forgets; the LRU bound holds.
+func TestConvCache(t *testing.T) {
+	u := bson.NewObjectID()
+	k := convKey{"ipintel-db", u, "s1"}
+	stored := []model.ChatMessage{msg(u, "s1", "assistant", "a1"), msg(u, "s1", "user", "q1")} // newest first
+	late := msg(u, "s1", "user", "q2")
+
+	c := newConvCache(2)
+	if _, hit, lead := c.get(k); hit || !lead {
+		t.Fatalf("first read: hit %v lead %v, want a miss that leads", hit, lead)
+	}
+	if _, hit, lead := c.get(k); hit || lead {
+		t.Fatalf("second reader while loading: hit %v lead %v, want a plain miss", hit, lead)
+	}
+	// q2 is recorded while the leader reads; the read may or may not have seen it.
+	c.recorded("ipintel-db", []any{late, msg(bson.NewObjectID(), "s1", "user", "someone else")})
+	c.fill(k, append([]model.ChatMessage{late}, stored...), nil)
+	got, hit, _ := c.get(k)
+	if want := []string{"q2", "a1", "q1"}; !hit || fmt.Sprint(texts(got)) != fmt.Sprint(want) {
+		t.Fatalf("after fill: hit %v %v, want %v", hit, texts(got), want)
+	}
+	c.recorded("ipintel-db", []any{msg(u, "s1", "user", "q3"), msg(u, "s1", "assistant", "a3")})
+	got, _, _ = c.get(k)
+	if want := []string{"a3", "q3", "q2", "a1", "q1"}; fmt.Sprint(texts(got)) != fmt.Sprint(want) {
+		t.Fatalf("after recording: %v, want %v", texts(got), want)
+	}
+	c.drop(k)
+	if _, hit, lead := c.get(k); hit || !lead {
+		t.Fatal("a dropped conversation must be read again")
+	}
+	c.fill(k, nil, fmt.Errorf("read failed"))
+	if _, hit, lead := c.get(k); hit || !lead {
+		t.Fatal("a failed load must not be cached")
+	}
+	c.fill(k, nil, nil)
+	for i := range 3 { // bound 2: the oldest goes
+		o := convKey{"ipintel-db", u, fmt.Sprint("other", i)}
+		c.get(o)
+		c.fill(o, nil, nil)
+	}
+	if _, hit, _ := c.get(k); hit {
+		t.Fatal("the least recently used conversation was not evicted")
+	}
+}
+
+func TestConvCacheKeepsTheLatest(t *testing.T) {
+	u := bson.NewObjectID()
+	k := convKey{"db", u, "s"}
+	c := newConvCache(10)
+	c.get(k)
+	c.fill(k, nil, nil)
+	for i := range histLimit + 5 {
+		c.recorded("db", []any{msg(u, "s", "user", fmt.Sprint(i))})
+	}
+	got, _, _ := c.get(k)
+	if len(got) != histLimit || got[0].Message != fmt.Sprint(histLimit+4) || got[histLimit-1].Message != "5" {
+		t.Fatalf("kept %d messages, newest %q oldest %q; want the latest %d", len(got), got[0].Message, got[len(got)-1].Message, histLimit)
+	}
+}
+
+// TestCtxCache: a hit within the TTL, a miss after it, and a read that began before an
+// analysis was stored is not cached.
+func TestCtxCache(t *testing.T) {
+	k := ctxKey{"db", bson.NewObjectID()}
+	now := time.Now()
+	for _, tc := range []struct {
+		name      string
+		dropFirst bool
+		at        time.Duration
+		wantHit   bool
+	}{
+		{"cached", false, 0, true},
+		{"expired", false, 2 * time.Minute, false},
+		{"stale read", true, 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCtxCache(10, time.Minute)
+			_, _, gen := c.get(k, now)
+			if tc.dropFirst {
+				c.drop(k) // an analysis is stored while the read runs
+			}
+			c.put(k, []bson.M{{"ip": "1.2.3.4"}}, now, gen)
+			if _, hit, _ := c.get(k, now.Add(tc.at)); hit != tc.wantHit {
+				t.Fatalf("hit = %v, want %v", hit, tc.wantHit)
+			}
+		})
+	}
+}
