@@ -89,6 +89,7 @@ func BenchmarkTurnMoneyParallel(b *testing.B) {
 	}
 	var next atomic.Int64
 	var reserve, settle atomic.Int64
+	run := bson.NewObjectID().Hex() // request ids unique across -count runs
 	b.SetParallelism(8) // × GOMAXPROCS(2) = 16 goroutines
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
@@ -96,7 +97,7 @@ func BenchmarkTurnMoneyParallel(b *testing.B) {
 			i := next.Add(1)
 			u := users[i%int64(len(users))]
 			t0 := time.Now()
-			res, err := s.Reserve(ctx, req(u, fmt.Sprintf("pbench-%d-%d", b.N, i)))
+			res, err := s.Reserve(ctx, req(u, fmt.Sprintf("pbench-%s-%d", run, i)))
 			if err != nil {
 				b.Error(err)
 				return
