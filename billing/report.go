@@ -477,10 +477,8 @@ func (s *Service) reportCache() *reportCache {
 	for l := range c.views {
 		c.views[l] = map[string]*dayView{}
 	}
-	for _, p := range providers.ProviderNames {
-		for _, m := range s.o.Prices.Models(p, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)) {
-			c.pairs[pairKey{p, m.ID}] = true
-		}
+	for _, pm := range PricedModels(s.o.Prices) {
+		c.pairs[pairKey{pm.Provider, pm.Model}] = true
 	}
 	reportCaches.m[k] = c
 	runtime.AddCleanup(s, func(k weak.Pointer[Service]) {
@@ -489,6 +487,21 @@ func (s *Service) reportCache() *reportCache {
 		reportCaches.Unlock()
 	}, k)
 	return c
+}
+
+// ProviderModel names a model of a provider.
+type ProviderModel struct{ Provider, Model string }
+
+// PricedModels lists every model the price book prices at any date, provider by provider in
+// the order of providers.ProviderNames: the model-level rollups a report reads by _id.
+func PricedModels(prices *providers.PriceBook) []ProviderModel {
+	var out []ProviderModel
+	for _, p := range providers.ProviderNames {
+		for _, m := range prices.Models(p, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)) {
+			out = append(out, ProviderModel{p, m.ID})
+		}
+	}
+	return out
 }
 
 // ForgetCostCache drops the cost report's cached days, e.g. after a correction written

@@ -62,12 +62,9 @@ func TestCostsExactAfterTurns(t *testing.T) {
 	from, to := dayOf(first), dayOf(e.clk.Now())
 
 	var pairs []pairKey
-	for _, p := range providers.ProviderNames {
-		if p == "echo" {
-			continue
-		}
-		for _, m := range s.o.Prices.Models(p, e.clk.Now()) {
-			pairs = append(pairs, pairKey{p, m.ID})
+	for _, pm := range PricedModels(s.o.Prices) {
+		if pm.Provider != "echo" {
+			pairs = append(pairs, pairKey{pm.Provider, pm.Model})
 		}
 	}
 	var toolIDs []string
