@@ -28,6 +28,8 @@ type Config struct {
 	Streams []int
 	// PerWorker, when set, replaces the requests each worker sends in ttft.
 	PerWorker int
+	// AdminTurns, when set, replaces the recorded turns the admin scenario seeds.
+	AdminTurns int
 	// ServerCPUProfile, when set, makes every server the scenario starts write its CPU profile
 	// (the first to this path, later ones to path.2, path.3, ...).
 	ServerCPUProfile string
@@ -56,7 +58,7 @@ type Report struct {
 }
 
 // Scenarios lists the scenarios in the order `all` runs them.
-var Scenarios = []string{"ttft", "gap", "capacity", "idle", "record"}
+var Scenarios = []string{"ttft", "gap", "capacity", "idle", "record", "admin"}
 
 // Run runs one scenario, or every one for "all".
 func Run(ctx context.Context, name string, cfg Config) error {
@@ -66,7 +68,7 @@ func Run(ctx context.Context, name string, cfg Config) error {
 	}
 	for _, n := range names {
 		fn, ok := map[string]func(context.Context, Config, *Report) error{
-			"ttft": runTTFT, "gap": runGap, "capacity": runCapacity, "idle": runIdle, "record": runRecord,
+			"ttft": runTTFT, "gap": runGap, "capacity": runCapacity, "idle": runIdle, "record": runRecord, "admin": runAdmin,
 		}[n]
 		if !ok {
 			return fmt.Errorf("unknown scenario %q (have %s, all)", n, strings.Join(Scenarios, ", "))

@@ -22,6 +22,7 @@ func runBench(ctx context.Context, args []string) error {
 	srvCPU := fs.String("server-cpuprofile", "", "write each started server's CPU profile here (path, path.2, ...)")
 	streams := fs.String("streams", "", "concurrency levels for ttft and gap, comma-separated (e.g. 1,64); gap uses the last")
 	per := fs.Int("per", 0, "requests per worker in ttft (0: the scenario's default)")
+	turns := fs.Int("turns", 0, "recorded turns the admin scenario seeds (0: 1,000,000, or 100,000 with -short)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: maula-chat bench [flags] SCENARIO\n\nScenarios: %v, all\n\n", bench.Scenarios)
 		fs.PrintDefaults()
@@ -59,7 +60,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		levels = append(levels, n)
 	}
-	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout, Streams: levels, PerWorker: *per, ServerCPUProfile: *srvCPU})
+	err = bench.Run(ctx, fs.Arg(0), bench.Config{Exe: exe, Short: *short, OutDir: *out, Out: os.Stdout, Streams: levels, PerWorker: *per, AdminTurns: *turns, ServerCPUProfile: *srvCPU})
 	if *mem != "" {
 		if f, ferr := os.Create(*mem); ferr == nil {
 			_ = pprof.WriteHeapProfile(f)
