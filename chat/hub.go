@@ -133,6 +133,7 @@ type Options struct {
 	MaxTurnsPerConn  int                   // default 4
 	MaxTurnsPerUser  int                   // default 16
 	Grace            time.Duration         // how long a reply outlives its dropped socket; default 30 s
+	Unrecorded       bool                  // store no messages (MAULA_RECORDING=off, benchmarks only)
 	WriteTimeout     time.Duration         // default 15 s
 	PingInterval     time.Duration         // default 25 s
 	PongWait         time.Duration         // default 60 s

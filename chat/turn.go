@@ -540,7 +540,7 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) 
 	}
 	t3 := time.Now()
 	stored := true
-	if produced || status != statusFailed {
+	if (produced || status != statusFailed) && !h.o.Unrecorded {
 		if err := h.rec.insert(h.baseCtx, t.tool.Database(), t.messages(p, r, finish, costMicros, priceID, now)); err != nil {
 			h.o.Log.Error("store chat messages", "err", err, "request", t.requestID())
 			stored = false

@@ -39,6 +39,7 @@ type Config struct {
 	Pprof           bool
 	CPUProfile      string
 	CreditPolicy    string
+	Recording       string
 	MicrosPerCredit int64
 	SweepInterval   time.Duration
 	GracePeriod     time.Duration
@@ -127,6 +128,7 @@ var Settings = []Setting{
 	{"MAULA_PUBLIC_URL", "public-url", "", "URL users reach the server at, for links in mail; empty derives it from the address", func(c *Config, v string) error { c.PublicURL = strings.TrimRight(v, "/"); return nil }},
 	{"MAULA_PPROF", "pprof", "false", "serve net/http/pprof under /debug/pprof to admins", boolean(func(c *Config) *bool { return &c.Pprof })},
 	{"MAULA_CPUPROFILE", "cpuprofile", "", "write a CPU profile of the server's whole run to this file (benchmarks)", func(c *Config, v string) error { c.CPUProfile = v; return nil }},
+	{"MAULA_RECORDING", "recording", "on", "off stores no messages and bills nothing, to measure what recording costs (benchmarks only)", oneOf(func(c *Config) *string { return &c.Recording }, "on", "off")},
 	{"MAULA_CREDIT_POLICY", "credit-policy", "per_call", "how chat turns spend credits: per_call or per_cost", oneOf(func(c *Config) *string { return &c.CreditPolicy }, "per_call", "per_cost")},
 	{"MAULA_MICROS_PER_CREDIT", "micros-per-credit", "1000", "with per_cost: micro-dollars one credit buys", func(c *Config, v string) error {
 		n, err := strconv.ParseInt(v, 10, 64)

@@ -59,7 +59,12 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		return nil, fmt.Errorf("tool APIs: %w", err)
 	}
 	a.tools = tapi.close
-	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: billAdapter{a.billing},
+	var biller chat.Biller = billAdapter{a.billing}
+	if cfg.Recording == "off" {
+		log.Warn("recording is off (MAULA_RECORDING=off): turns are neither stored nor billed; for benchmarks only")
+		biller = unbilled{}
+	}
+	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: biller, Unrecorded: cfg.Recording == "off",
 		Events:    turnEvents{wh: tapi.webhooks, plans: a.auth.Plans(), log: log},
 		Providers: reg, Prices: reg.Prices(), Mongo: st.mongo, KV: st.kv, Tools: tools.Default(), Log: log,
 		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod, Metrics: srv.Registry})
@@ -147,6 +152,19 @@ func (a authAdapter) AllowChat(ctx context.Context, id chat.Identity) (bool, tim
 
 // billAdapter gives the hub the billing service's reserve and settle.
 type billAdapter struct{ s *billing.Service }
+
+// unbilled is the chat.Biller of MAULA_RECORDING=off: every turn runs, nothing is charged.
+type unbilled struct{}
+
+func (unbilled) Reserve(_ context.Context, r chat.ReserveRequest) (chat.Reservation, error) {
+	return chat.Reservation{MaxTokens: r.MaxTokens}, nil
+}
+func (unbilled) Settle(context.Context, chat.Reservation, chat.Outcome) (chat.Settlement, error) {
+	return chat.Settlement{}, nil
+}
+func (unbilled) LiveCost(chat.Reservation, string, string, providers.Usage) (int64, int64) {
+	return 0, 0
+}
 
 func (b billAdapter) Reserve(ctx context.Context, r chat.ReserveRequest) (chat.Reservation, error) {
 	res, err := b.s.Reserve(ctx, billing.ReserveRequest{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool,
