@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,7 +24,9 @@ var writeBufPool = &sync.Pool{}
 
 func (h *Hub) upgrader() *websocket.Upgrader {
 	return &websocket.Upgrader{
-		ReadBufferSize:  1024,
+		// The smallest gorilla allows (a control frame's payload): frames are read straight into
+		// the message, and an idle connection keeps this buffer, not a bigger one.
+		ReadBufferSize:  128,
 		WriteBufferSize: 4096,
 		WriteBufferPool: writeBufPool,
 		Subprotocols:    []string{protocol.Subprotocol},
@@ -70,7 +73,10 @@ func (h *Hub) originAllowed(r *http.Request) bool {
 }
 
 // ServeHTTP upgrades GET /ai/chat. Credentials are checked before the upgrade (401/403);
-// without any, the first frame must be {"type":"auth","token":...} within AuthTimeout.
+// without any, the first frame must be {"type":"auth","token":...} within AuthTimeout. Once
+// authenticated the connection is handed to the hub's poller and ServeHTTP returns, so the
+// HTTP server's goroutine and its per-request state go away: an idle connection holds no
+// goroutine (see conn).
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.draining.Load() {
 		httpx.WriteError(w, http.StatusServiceUnavailable, protocol.CodeShuttingDown, "server shutting down; reconnect")
@@ -93,51 +99,68 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		authed = true
 	}
-	ws, err := h.upgrader().Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := h.upgrader().Upgrade(hj, r, nil)
 	if err != nil {
 		return // the upgrader wrote the error
 	}
-	h.connsWG.Add(1)
-	defer h.connsWG.Done()
-	c := newConn(h, ws)
+	h.connsWG.Add(1) // done when the connection is torn down (conn.finish)
+	c := newConn(h, ws, hj.fc)
 	if !authed {
 		if id, err = c.frameAuth(r.Context()); err != nil {
 			c.closeWith(protocol.CloseAuthFailed, err.Error())
-			c.ws.Close()
 			return
 		}
 	}
 	c.id = id
-	c.run()
+	c.start()
 }
 
-// conn is one client socket. The handler goroutine reads; one writer goroutine writes; turns
-// and followers enqueue frames without blocking.
+// conn is one client socket. While idle it has no goroutine: the hub's poller watches its
+// socket and starts a reader goroutine when something arrives (readable → readReady), which
+// parks again once the socket is empty; a writer goroutine runs only while frames are queued
+// (outQueue starts it); the hub's keepalive wheel pings it and times it out. Turns and
+// followers enqueue frames without blocking.
 type conn struct {
 	h  *Hub
 	ws *websocket.Conn
-	id Identity // set before run; read-only after
+	fc *frameConn
+	id Identity // set before start; read-only after
 	q  *outQueue
 
-	ctx    context.Context // cancelled when the reader exits
+	ctx    context.Context // cancelled when the connection ends
 	cancel context.CancelFunc
 
-	closing   atomic.Bool
 	closeOnce sync.Once
-	// flush asks the writer to write what is queued, then close with flushCode (shutdown).
-	flush     chan struct{}
-	flushOnce sync.Once
-	flushCode int
+	endOnce   sync.Once
+
+	// rmu orders the successive reader goroutines and the end of the connection.
+	rmu     sync.Mutex
+	reading bool // guarded by rmu: a reader goroutine runs
+	gone    bool // guarded by rmu: the connection ended; finish runs once no reader does
+	fin     sync.Once
+
+	lastRead atomic.Int64 // unix nanoseconds of the last frame or pong read
+
+	// The keepalive wheel's, guarded by its mutex (lastPing: by its goroutine).
+	wprev, wnext *conn
+	wslot        int
+	wgone        bool
+	lastPing     int64
+
+	pollID uint64 // the poller's registration id
 
 	mu        sync.Mutex
 	turns     map[string]*turn              // guarded by mu: turns attached to this connection, by request id
 	followers map[string]context.CancelFunc // guarded by mu: resumed remote streams
 }
 
-func newConn(h *Hub, ws *websocket.Conn) *conn {
+func newConn(h *Hub, ws *websocket.Conn, fc *frameConn) *conn {
 	ctx, cancel := context.WithCancel(h.baseCtx)
-	return &conn{h: h, ws: ws, q: newOutQueue(h.o.QueueLimit), ctx: ctx, cancel: cancel, flush: make(chan struct{}),
-		turns: map[string]*turn{}, followers: map[string]context.CancelFunc{}}
+	c := &conn{h: h, ws: ws, fc: fc, ctx: ctx, cancel: cancel, wslot: -1}
+	c.q = newOutQueue(h.o.QueueLimit)
+	c.q.startWriter = c.startWriter
+	return c
 }
 
 func (c *conn) frameAuth(ctx context.Context) (Identity, error) {
@@ -162,40 +185,74 @@ func (c *conn) frameAuth(ctx context.Context) (Identity, error) {
 	return id, nil
 }
 
-// run registers the connection, starts its writer and reads until the socket ends.
-func (c *conn) run() {
+// start registers the authenticated connection with its shard, the keepalive wheel and the
+// poller, which starts a reader as soon as the client sends something.
+func (c *conn) start() {
+	c.ws.SetReadLimit(c.h.o.ReadLimit)
+	c.ws.SetPongHandler(c.pong)
+	c.fc.idleOK = true
+	now := time.Now()
+	c.lastRead.Store(now.UnixNano())
 	s := c.h.shardFor(c.id.UserID)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	writerDone := make(chan struct{})
-	go func() { defer close(writerDone); c.writeLoop() }()
-
-	c.readLoop()
-
-	c.cancel()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	c.detachAll()
-	<-writerDone
-	c.ws.Close()
+	c.h.keep.add(c, now)
+	// Frames that came with the auth frame wait in fc's buffer, where the poller cannot see
+	// them: read them now. (Checked before add, after which a reader may run.)
+	pending := c.fc.buf != nil
+	if c.fc.raw == nil {
+		c.readable() // not a socket the poller can watch (TLS): a reader that never parks
+		return
+	}
+	if err := c.h.poll.add(c); err != nil {
+		c.end()
+		return
+	}
+	if pending {
+		c.readable()
+	}
 }
 
-func (c *conn) readLoop() {
-	c.ws.SetReadLimit(c.h.o.ReadLimit)
+// pong runs on the reader when a pong arrives: the client is alive.
+func (c *conn) pong(string) error {
+	now := time.Now()
+	c.lastRead.Store(now.UnixNano())
+	return c.ws.SetReadDeadline(now.Add(c.h.o.PongWait))
+}
+
+// readable starts the reader goroutine: the poller saw data (or the end) on the socket.
+func (c *conn) readable() {
+	c.rmu.Lock()
+	if c.reading || c.gone {
+		c.rmu.Unlock()
+		return
+	}
+	c.reading = true
+	c.h.connsWG.Add(1)
+	c.rmu.Unlock()
+	go c.readReady()
+}
+
+// readReady reads and dispatches what the client sent until the socket is empty, then parks
+// the connection with the poller again; on a read error the connection ends.
+func (c *conn) readReady() {
+	defer c.h.connsWG.Done()
 	_ = c.ws.SetReadDeadline(time.Now().Add(c.h.o.PongWait))
-	c.ws.SetPongHandler(func(string) error {
-		return c.ws.SetReadDeadline(time.Now().Add(c.h.o.PongWait))
-	})
 	for {
-		mt, data, err := c.ws.ReadMessage()
+		mt, data, idle, err := c.readMessage()
 		if err != nil {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				c.closeWith(protocol.CloseTooBig, "frame over the read limit")
 			}
+			c.readerDone(true)
 			return
 		}
+		if idle {
+			c.readerDone(false)
+			return
+		}
+		c.lastRead.Store(time.Now().UnixNano())
 		_ = c.ws.SetReadDeadline(time.Now().Add(c.h.o.PongWait))
 		if mt != websocket.TextMessage {
 			c.sendError("", protocol.CodeBadRequest, "frames are JSON text", false, 0)
@@ -205,42 +262,103 @@ func (c *conn) readLoop() {
 	}
 }
 
-// writeLoop is the only writer of the socket: it waits for queued frames, takes them all,
-// and writes each as its own message, with a deadline on every write.
+// readMessage is gorilla's ReadMessage that tells frameConn's idleFrame apart.
+func (c *conn) readMessage() (mt int, data []byte, idle bool, err error) {
+	mt, r, err := c.ws.NextReader()
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if c.fc.takeIdle() {
+		return 0, nil, true, nil
+	}
+	data, err = io.ReadAll(r)
+	return mt, data, false, err
+}
+
+// readerDone ends the reader goroutine: with failed, the connection ends; otherwise the socket
+// is empty and the poller watches it again.
+func (c *conn) readerDone(failed bool) {
+	if failed {
+		c.end()
+	}
+	c.rmu.Lock()
+	c.reading = false
+	gone := c.gone
+	c.rmu.Unlock()
+	if gone {
+		c.fin.Do(c.finish)
+		return
+	}
+	// Re-armed after reading is cleared: an event right after re-arming starts a new reader.
+	if err := c.h.poll.arm(c); err != nil {
+		c.end()
+	}
+}
+
+// end tears the connection down without a close frame (see closeWith for one): it refuses
+// further frames, cancels its context and closes the socket, which stops a reader or writer
+// in the middle of I/O. The rest (finish) waits until no reader runs, and runs on a goroutine
+// of its own: end's callers include turns holding their lock, which finish's detach takes.
+// From any goroutine, any number of times.
+func (c *conn) end() {
+	c.endOnce.Do(func() {
+		c.q.close()
+		c.cancel()
+		c.ws.Close()
+		c.rmu.Lock()
+		c.gone = true
+		reading := c.reading
+		c.rmu.Unlock()
+		if !reading {
+			go c.fin.Do(c.finish)
+		}
+	})
+}
+
+// finish unregisters the ended connection and detaches its turns and followers. It runs once,
+// when no reader runs, so no dispatch can attach a turn afterwards.
+func (c *conn) finish() {
+	c.h.poll.remove(c)
+	c.h.keep.remove(c)
+	s := c.h.shardFor(c.id.UserID)
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	c.detachAll()
+	c.h.connsWG.Done()
+}
+
+// startWriter runs the writer goroutine; outQueue calls it, under its lock, when frames are
+// queued and no writer runs.
+func (c *conn) startWriter() {
+	c.h.connsWG.Add(1)
+	go c.writeLoop()
+}
+
+// writeLoop is the only writer of the socket: it takes everything queued and writes each
+// frame as its own message, with a deadline on every write, until the queue is empty.
 func (c *conn) writeLoop() {
-	ping := time.NewTicker(c.h.o.PingInterval)
-	defer ping.Stop()
+	defer c.h.connsWG.Done()
 	var (
 		batch []outItem
 		buf   []byte
 	)
 	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-ping.C:
-			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.o.WriteTimeout)) != nil {
-				c.abort()
-				return
-			}
-		case <-c.flush:
-			batch = c.q.take(batch)
-			if c.writeBatch(batch, &buf) {
-				c.closeWith(c.flushCode, "server shutting down")
-			} else {
-				c.abort()
+		var flush int
+		batch, flush = c.q.next(batch)
+		if len(batch) == 0 {
+			if flush != 0 {
+				c.closeWith(flush, "server shutting down")
 			}
 			return
-		case <-c.q.wake:
-			batch = c.q.take(batch)
-			if !c.writeBatch(batch, &buf) {
-				c.abort()
-				return
-			}
-			clear(batch)
-			if cap(buf) > 64<<10 {
-				buf = nil // do not keep a huge buffer after a burst
-			}
+		}
+		if !c.writeBatch(batch, &buf) {
+			c.end()
+			return
+		}
+		clear(batch)
+		if cap(buf) > 64<<10 {
+			buf = nil // do not keep a huge buffer after a burst
 		}
 	}
 }
@@ -249,6 +367,12 @@ func (c *conn) writeLoop() {
 func (c *conn) writeBatch(batch []outItem, buf *[]byte) bool {
 	for i := range batch {
 		it := &batch[i]
+		if it.ping {
+			if c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.o.WriteTimeout)) != nil {
+				return false
+			}
+			continue
+		}
 		msg := it.raw
 		if it.reqID != "" {
 			*buf = appendDelta((*buf)[:0], it.reqID, it.seq, it.text)
@@ -262,31 +386,20 @@ func (c *conn) writeBatch(batch []outItem, buf *[]byte) bool {
 	return true
 }
 
+// ping queues a ping for the writer (the keepalive wheel's call).
+func (c *conn) ping() { c.q.pushPing() }
+
 // closeAfterFlush has the writer send what is queued, then close with code: at shutdown the
 // last frames of cancelled replies must reach the client before 1001.
-func (c *conn) closeAfterFlush(code int) {
-	c.flushOnce.Do(func() {
-		c.flushCode = code
-		close(c.flush)
-	})
-}
+func (c *conn) closeAfterFlush(code int) { c.q.flush(code) }
 
-// abort ends the connection after a failed write.
-func (c *conn) abort() {
-	c.q.close()
-	c.cancel()
-	c.ws.Close() // unblocks the reader
-}
-
-// closeWith sends a close frame with code and reason, then closes the socket. Safe to call
+// closeWith sends a close frame with code and reason, then ends the connection. Safe to call
 // from any goroutine, more than once.
 func (c *conn) closeWith(code int, reason string) {
 	c.closeOnce.Do(func() {
-		c.closing.Store(true)
 		c.q.close()
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		c.cancel()
-		c.ws.Close()
+		c.end()
 	})
 }
 
@@ -325,6 +438,11 @@ func (c *conn) dispatch(data []byte) {
 		c.sendError(truncate(idOnly.ID, 128), protocol.CodeBadRequest, "invalid frame: "+jsonProblem(err), false, 0)
 		return
 	}
+	c.mu.Lock()
+	if c.turns == nil { // made on the first frame: idle connections hold no maps
+		c.turns, c.followers = map[string]*turn{}, map[string]context.CancelFunc{}
+	}
+	c.mu.Unlock()
 	if len(f.ID) > 128 {
 		c.sendError("", protocol.CodeBadRequest, "id longer than 128 characters", false, 0)
 		return
@@ -375,7 +493,7 @@ func (c *conn) detachAll() {
 		turns = append(turns, t)
 	}
 	followers := c.followers
-	c.turns, c.followers = map[string]*turn{}, map[string]context.CancelFunc{}
+	c.turns, c.followers = nil, nil
 	c.mu.Unlock()
 	for _, t := range turns {
 		t.detach(c)

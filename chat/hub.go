@@ -8,6 +8,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
@@ -201,7 +202,9 @@ type Hub struct {
 	draining  atomic.Bool
 	shutOnce  sync.Once
 	turnsWG   sync.WaitGroup // running turns
-	connsWG   sync.WaitGroup // open connections (handler goroutines)
+	connsWG   sync.WaitGroup // open connections and their reader and writer goroutines
+	poll      *poller        // watches idle connections' sockets
+	keep      *keepalive     // pings connections and times them out
 	stopCtl   context.CancelFunc
 	ctlDone   chan struct{}
 	baseCtx   context.Context // parent of every turn; cancelled at the end of Shutdown
@@ -216,6 +219,11 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 		h.shards[i] = shard{conns: map[*conn]struct{}{}, turns: map[turnKey]*turn{}, users: map[bson.ObjectID]int{}}
 	}
 	h.baseCtx, h.cancelAll = context.WithCancel(context.Background())
+	poll, err := newPoller()
+	if err != nil {
+		return nil, fmt.Errorf("chat: poller: %w", err)
+	}
+	h.poll = poll
 	h.rec = newRecorder(o.Mongo, o.Log)
 	h.m = newMetrics(o.Metrics)
 	cctx, cancel := context.WithCancel(context.Background())
@@ -223,8 +231,10 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 	if err := h.startControl(cctx); err != nil {
 		cancel()
 		h.rec.close()
+		h.poll.stop()
 		return nil, err
 	}
+	h.keep = newKeepalive(o.PingInterval, o.PongWait)
 	return h, nil
 }
 
@@ -264,7 +274,11 @@ func (h *Hub) shutdown(ctx context.Context) {
 	select {
 	case <-cdone:
 	case <-ctx.Done():
+		// Out of time: drop the connections still open (and any that registered late).
+		h.forEachConn(func(c *conn) { c.end() })
 	}
+	h.keep.stop()
+	h.poll.stop()
 	h.cancelAll()
 	h.stopCtl()
 	<-h.ctlDone
