@@ -3,8 +3,17 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/maula-ai/maula-chat/providers/mockllm"
 )
@@ -213,16 +222,31 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.Short {
 		n = 1000
 	}
+	if len(cfg.Streams) > 0 {
+		n = cfg.Streams[len(cfg.Streams)-1] // --streams N: N idle connections
+	}
+	// The server and this process each hold one descriptor per connection, under the same
+	// open-file limit: past it the run would measure failed dials.
+	if lim := openFileLimit(); lim > 0 && n > lim-idleSpareFDs {
+		rep.Checks = append(rep.Checks, fmt.Sprintf("%d connections asked; %d at most under the open-file limit (ulimit -n) of %d", n, lim-idleSpareFDs, lim))
+		n = lim - idleSpareFDs
+	}
 	up, err := startUpstream(mockllm.Options{})
 	if err != nil {
 		return err
 	}
 	defer up.close()
-	srv, err := startServer(ctx, cfg, up.URL)
+	// An admin may ask /debug/pprof/heap?gc=1, which collects garbage first: the live heap.
+	const admin = "idle-admin@bench.example"
+	srv, err := startServer(ctx, cfg, up.URL, "MAULA_PPROF=true", "MAULA_ADMIN_EMAILS="+admin)
 	if err != nil {
 		return err
 	}
 	defer srv.stop()
+	adminTok, err := srv.register(admin)
+	if err != nil {
+		return err
+	}
 	var tokens []string
 	for i := range 8 {
 		tok, err := srv.register(fmt.Sprintf("idle%d@bench.example", i))
@@ -233,32 +257,127 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	}
 	rep.Rounds = 1
 	time.Sleep(500 * time.Millisecond) // let start-up work settle before the baseline
-	rss0, heap0 := srv.rss(), srv.heapInuse()
-	conns := make([]interface{ Close() error }, 0, n)
+	heap0, gor0 := idleLiveHeap(srv, adminTok), idleGoroutines(srv, adminTok)
+	rss0 := srv.rss()
+	start := time.Now()
+	conns, err := openIdle(ctx, "ws"+srv.URL[len("http"):]+"/ai/chat", tokens, n)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	for i := range n {
-		ws, err := dial(ctx, "ws"+srv.URL[len("http"):]+"/ai/chat", tokens[i%len(tokens)], i, 32)
-		if err != nil {
-			rep.Checks = append(rep.Checks, fmt.Sprintf("opened %d of %d connections: %v", i, n, err))
-			break
-		}
-		conns = append(conns, ws)
-	}
 	got := len(conns)
+	if err != nil {
+		rep.Checks = append(rep.Checks, fmt.Sprintf("opened %d of %d connections: %v", got, n, err))
+	}
+	if took := time.Since(start); took > 45*time.Second {
+		// They never answer pings: the server ends them 60 s after they opened.
+		rep.Checks = append(rep.Checks, fmt.Sprintf("opening took %.0f s: the first ones near the 60 s pong timeout", took.Seconds()))
+	}
 	time.Sleep(time.Second)
-	rss1, heap1 := srv.rss(), srv.heapInuse()
+	rss1 := srv.rss() // with the garbage of the handshakes: what the process really holds
 	cpu0 := srv.cpuTime()
 	time.Sleep(5 * time.Second)
 	cpu1 := srv.cpuTime()
+	heap1, gor1 := idleLiveHeap(srv, adminTok), idleGoroutines(srv, adminTok)
+	per := func(d float64) float64 { return d / float64(max(got, 1)) }
 	rep.Rows = append(rep.Rows,
-		Row{Scenario: "idle", Metric: fmt.Sprintf("RSS per idle authenticated connection (%d open)", got), Value: float64(rss1-rss0) / float64(max(got, 1)) / 1024, Relay: na, Direct: na, Unit: "KiB"},
-		Row{Scenario: "idle", Metric: "Go heap in use per idle connection", Value: float64(heap1-heap0) / float64(max(got, 1)) / 1024, Relay: na, Direct: na, Unit: "KiB"},
+		Row{Scenario: "idle", Metric: fmt.Sprintf("RSS per idle authenticated connection (%d open)", got), Value: per(float64(rss1-rss0)) / 1024, Relay: na, Direct: na, Unit: "KiB"},
+		Row{Scenario: "idle", Metric: "Go heap in use per idle connection", Value: per(float64(heap1-heap0)) / 1024, Relay: na, Direct: na, Unit: "KiB",
+			Note: "live: after a forced GC (/debug/pprof/heap?gc=1)"},
+		Row{Scenario: "idle", Metric: "server goroutines per idle connection", Value: per(float64(gor1 - gor0)), Relay: na, Direct: na, Unit: "goroutines"},
 		Row{Scenario: "idle", Metric: "CPU at rest with them open", Value: 100 * (cpu1 - cpu0).Seconds() / 5 / float64(runtime.NumCPU()), Relay: na, Direct: na, Unit: "% of the machine"})
 	return nil
+}
+
+// openIdle opens n authenticated sockets, eight at a time, spread over 32 source addresses.
+// On an error it returns those it opened.
+func openIdle(ctx context.Context, url string, tokens []string, n int) ([]*websocket.Conn, error) {
+	var (
+		mu    sync.Mutex
+		conns = make([]*websocket.Conn, 0, n)
+		next  atomic.Int64
+		first error
+		wg    sync.WaitGroup
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				ws, err := dial(ctx, url, tokens[i%len(tokens)], i, 32)
+				mu.Lock()
+				if err != nil {
+					if first == nil {
+						first = err
+					}
+					next.Store(int64(n)) // stop the others
+				} else {
+					conns = append(conns, ws)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return conns, first
+}
+
+// idleAdminGet GETs a /debug/pprof path as the admin and returns the body; nil on failure.
+func idleAdminGet(s *server, adminToken, path string) []byte {
+	req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// idleLiveHeap has the server collect garbage (a heap profile with gc=1), then reads its heap
+// in use: what is live.
+func idleLiveHeap(s *server, adminToken string) int64 {
+	idleAdminGet(s, adminToken, "/debug/pprof/heap?gc=1")
+	return s.heapInuse()
+}
+
+// idleGoroutines counts the server's goroutines ("goroutine profile: total N").
+func idleGoroutines(s *server, adminToken string) int {
+	b := idleAdminGet(s, adminToken, "/debug/pprof/goroutine?debug=1")
+	line, _, _ := strings.Cut(string(b), "\n")
+	n, _ := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
+	return n
+}
+
+// idleSpareFDs is what the idle scenario leaves of the open-file limit for everything else
+// (the server's stores and listener, this process's own files).
+const idleSpareFDs = 200
+
+// openFileLimit is this process's soft limit on open files, which the server inherits; 0 where
+// /proc does not say.
+func openFileLimit() int {
+	b, err := os.ReadFile("/proc/self/limits")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "Max open files"); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				n, _ := strconv.Atoi(f[0]) // "unlimited" gives 0
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 func runRecord(ctx context.Context, cfg Config, rep *Report) error {
@@ -279,6 +398,7 @@ func runRecord(ctx context.Context, cfg Config, rep *Report) error {
 	}
 	rep.Rows = append(rep.Rows, Row{Scenario: "record", Metric: "turns per second, each stored (2 messages) and settled before chat.done", Value: rate(targetFull), Relay: rate(targetRelay), Direct: na, Unit: "turns/s",
 		Note: fmt.Sprintf("%d concurrent clients, 2-chunk replies; the relay stores nothing", conc)})
+	addPhases(rep, r.srv)
 	checkOK(rep, "every reply complete and exact, no errors")
 	return nil
 }
