@@ -358,9 +358,10 @@ func idleGoroutines(s *server, adminToken string) int {
 	return n
 }
 
-// idleSpareFDs is what the idle scenario leaves of the open-file limit for everything else
-// (the server's stores and listener, this process's own files).
-const idleSpareFDs = 200
+// idleSpareFDs is what the idle scenario leaves of the open-file limit for everything else:
+// the server holds ~250 files of its own (the embedded store's SQLite files, its listener);
+// past that its accept fails and dials time out.
+const idleSpareFDs = 400
 
 // openFileLimit is this process's soft limit on open files, which the server inherits; 0 where
 // /proc does not say.
