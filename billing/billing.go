@@ -114,6 +114,10 @@ type Service struct {
 	// FerretDB, subscriptions are read and written by _id. Owned by readSub; a stale id (the
 	// subscription was replaced) is detected by the read and looked up again.
 	subIDs sync.Map
+	// shadow holds, with locking "local", each user's subscription as the last updateSub
+	// returned it (bson.ObjectID → *subDoc, never modified once stored). Read and written only
+	// under the user's lock (onSub); see currentSub.
+	shadow sync.Map
 	// rollupQ batches the rollup writes of turns settled concurrently (see record).
 	rollupQ groupCommit[*Entry]
 }

@@ -245,21 +245,42 @@ func (s *Service) updateSub(ctx context.Context, userID bson.ObjectID, guard bso
 		if !s.locking {
 			return s.subs.FindOneAndUpdate(ctx, append(bson.D{{Key: "userId", Value: userID}}, guard...), upd, afterBalance).Decode(&after)
 		}
-		cur, err := s.readSub(ctx, userID)
+		cur, err := s.currentSub(ctx, userID)
 		if err != nil {
 			return err
 		}
 		if cur == nil || !check(cur) {
 			return mongo.ErrNoDocuments
 		}
-		return s.write(func() error {
+		err = s.write(func() error {
 			return s.subs.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cur.ID}}, upd, afterBalance).Decode(&after)
 		})
+		if s.localOnly {
+			if err == nil {
+				s.shadow.Store(userID, &after)
+			} else {
+				s.shadow.Delete(userID) // the write's outcome is unknown: read it next time
+			}
+		}
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &after, nil
+}
+
+// currentSub returns the subscription a guarded write is checked against, under the user's
+// lock. When this process is the store's only writer (locking "local"), that is the document
+// its own last write returned, kept in memory: every write of a subscription goes through
+// updateSub under the same lock, so the copy is exact, and the read is saved.
+func (s *Service) currentSub(ctx context.Context, userID bson.ObjectID) (*subDoc, error) {
+	if s.localOnly {
+		if d, ok := s.shadow.Load(userID); ok {
+			return d.(*subDoc), nil
+		}
+	}
+	return s.readSub(ctx, userID)
 }
 
 // afterBalance returns the updated subscription. (FerretDB v1 has no projection in
