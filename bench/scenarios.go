@@ -25,6 +25,8 @@ type rig struct {
 	srv    *server
 	tokens []string
 	opts   mockllm.Options
+	// serverOnly: the upstream and relay belong to another rig (withServer).
+	serverOnly bool
 }
 
 func newRig(ctx context.Context, cfg Config, opts mockllm.Options, users int) (*rig, error) {
@@ -44,21 +46,48 @@ func newRig(ctx context.Context, cfg Config, opts mockllm.Options, users int) (*
 		return nil, err
 	}
 	r := &rig{up: up, relay: rel, srv: srv, opts: opts}
-	// Two streams per user: a realistic spread (money steps serialise per user) and well under
-	// the per-user limit of running replies.
-	for i := range max(users, 1) {
-		tok, err := srv.register(fmt.Sprintf("bench%d@bench.example", i))
-		if err != nil {
-			r.close()
-			return nil, err
-		}
-		r.tokens = append(r.tokens, tok)
+	if r.tokens, err = registerUsers(srv, users); err != nil {
+		r.close()
+		return nil, err
 	}
 	return r, nil
 }
 
+// registerUsers registers n bench users on srv and returns their session tokens. Scenarios
+// run two streams per user: a realistic spread (money steps serialise per user) and well under
+// the per-user limit of running replies.
+func registerUsers(srv *server, n int) ([]string, error) {
+	var tokens []string
+	for i := range max(n, 1) {
+		tok, err := srv.register(fmt.Sprintf("bench%d@bench.example", i))
+		if err != nil {
+			return nil, err
+		}
+		tokens = append(tokens, tok)
+	}
+	return tokens, nil
+}
+
+// withServer is r with another server on the same fake upstream and relay, started with
+// extra environment (e.g. MAULA_RECORDING=off). Closing it stops only that server.
+func (r *rig) withServer(ctx context.Context, cfg Config, users int, env ...string) (*rig, error) {
+	srv, err := startServer(ctx, cfg, r.up.URL, env...)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := registerUsers(srv, users)
+	if err != nil {
+		srv.stop()
+		return nil, err
+	}
+	return &rig{up: r.up, relay: r.relay, srv: srv, opts: r.opts, tokens: tokens, serverOnly: true}, nil
+}
+
 func (r *rig) close() {
 	r.srv.stop()
+	if r.serverOnly {
+		return
+	}
 	r.relay.close()
 	r.up.close()
 }
@@ -186,34 +215,49 @@ func runGap(ctx context.Context, cfg Config, rep *Report) error {
 
 func runCapacity(ctx context.Context, cfg Config, rep *Report) error {
 	opts := mockllm.Options{Chunks: 64, ChunkSize: 8, Delay: 20 * time.Millisecond, ErrorAfter: -1, ResetAfter: -1, InputTokens: 50}
-	levels := []int{128, 256, 512, 1024, 1536}
+	levels := []int{64, 128, 256, 512, 1024, 1536}
 	if cfg.Short {
-		levels = []int{16, 32, 64}
+		levels = []int{8, 16, 32, 64}
 	}
-	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
+	users := levels[len(levels)-1]/2 + 1
+	r, err := newRig(ctx, cfg, opts, users)
 	if err != nil {
 		return err
 	}
 	defer r.close()
 	rep.Rounds = 1
-	best := map[target]int{}
-	fps := map[target]float64{}
-	for _, t := range []target{targetRelay, targetFull} {
+	// climb raises the concurrency level by level until a stream stalls (a gap over twice the
+	// pace), loses text or fails; it returns the last clean level and its frame rate per core.
+	climb := func(r *rig, t target, label string) (int, float64) {
+		best, fps := 0, 0.0
 		for _, conc := range levels {
 			res := runLoad(ctx, r.spec(t, conc, 1, time.Second, 40*time.Millisecond))
-			ok := res.Stalls == 0 && res.Lost == 0 && res.Errors == 0
-			rep.Checks = append(rep.Checks, fmt.Sprintf("%s @%d: %d stalls, %d lost, %d errors", t, conc, res.Stalls, res.Lost, res.Errors))
-			if !ok {
+			rep.Checks = append(rep.Checks, fmt.Sprintf("%s @%d: %d stalls, %d lost, %d errors", label, conc, res.Stalls, res.Lost, res.Errors))
+			if res.Stalls != 0 || res.Lost != 0 || res.Errors != 0 {
 				break
 			}
-			best[t] = conc
-			fps[t] = float64(res.Deltas) / res.Elapsed.Seconds() / float64(runtime.NumCPU())
+			best, fps = conc, float64(res.Deltas)/res.Elapsed.Seconds()/float64(runtime.NumCPU())
 		}
+		return best, fps
+	}
+	relayBest, relayFPS := climb(r, targetRelay, "relay")
+	onBest, onFPS := climb(r, targetFull, "maula-chat, recording on")
+	off, err := r.withServer(ctx, cfg, users, "MAULA_RECORDING=off")
+	if err != nil {
+		return err
+	}
+	offBest, _ := climb(off, targetFull, "maula-chat, recording off")
+	off.close()
+	ratio := na
+	if offBest > 0 {
+		ratio = float64(onBest) / float64(offBest)
 	}
 	rep.Rows = append(rep.Rows,
-		Row{Scenario: "capacity", Metric: "most concurrent streams with no stall (gap > 40 ms) and no lost text, recording on", Value: float64(best[targetFull]), Relay: float64(best[targetRelay]), Direct: na, Unit: "streams",
+		Row{Scenario: "capacity", Metric: "most concurrent streams with no stall (gap > 40 ms) and no lost text, recording on", Value: float64(onBest), Relay: float64(relayBest), Direct: na, Unit: "streams",
 			Note: fmt.Sprintf("levels tried: %v", levels)},
-		Row{Scenario: "capacity", Metric: "delta frames per second per core at that level", Value: fps[targetFull], Relay: fps[targetRelay], Direct: na, Unit: "frames/s/core"})
+		Row{Scenario: "capacity", Metric: "delta frames per second per core at that level", Value: onFPS, Relay: relayFPS, Direct: na, Unit: "frames/s/core"},
+		Row{Scenario: "capacity", Metric: "most concurrent streams, recording off (MAULA_RECORDING=off)", Value: float64(offBest), Relay: float64(relayBest), Direct: na, Unit: "streams"},
+		Row{Scenario: "capacity", Metric: "capacity with recording on / off", Value: ratio, Relay: na, Direct: na, Unit: "ratio", Note: "target ≥ 0.8; a level is the limit of the measure"})
 	return nil
 }
 
