@@ -61,7 +61,8 @@ func newFrameConn(nc net.Conn) *frameConn {
 func (f *frameConn) Read(p []byte) (int, error) {
 	room := f.room(len(p))
 	if f.buf == nil {
-		if f.idleOK && f.raw != nil && f.hdrLen == 0 && f.hdrN == 0 && !f.inMsg && len(p) >= len(idleFrame) {
+		boundary := f.hdrLen == 0 && f.hdrN == 0
+		if boundary && f.idleOK && f.raw != nil && !f.inMsg && len(p) >= len(idleFrame) {
 			f.buf = readBufs.Get().(*[]byte)
 			n, err := tryRead(f.raw, *f.buf)
 			if err == errWouldBlock {
@@ -74,8 +75,10 @@ func (f *frameConn) Read(p []byte) (int, error) {
 				return 0, err
 			}
 			f.r, f.w = 0, n
-		} else if room >= 4096 {
-			// A big payload: straight into gorilla's slice, as far as the frame goes.
+		} else if boundary || room >= 4096 {
+			// Waiting for the next frame (which may take long where the socket cannot be
+			// polled: hold no buffer meanwhile) or a big payload: straight into gorilla's
+			// slice, as far as the frame goes.
 			n, err := f.Conn.Read(p[:room])
 			f.observe(p[:n])
 			return n, err
