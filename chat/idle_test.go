@@ -1,6 +1,10 @@
 package chat
 
 import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -116,9 +120,91 @@ func TestFramesBehindTheAuthFrame(t *testing.T) {
 	c.waitFor("p", 5*time.Second, "pong", func(fs []map[string]any) bool { return len(fs) > 0 && fs[0]["type"] == protocol.TypePong })
 }
 
-// maskedText is a client's text frame carrying payload (under 126 bytes), masked with a zero key.
-func maskedText(payload []byte) []byte {
-	return append([]byte{0x81, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+// maskedText is a client's final text frame carrying payload, masked with a zero key.
+func maskedText(payload []byte) []byte { return maskedFrame(0x81, payload) }
+
+// maskedFrame is a client frame (first byte b0: FIN and opcode) with a zero masking key.
+func maskedFrame(b0 byte, payload []byte) []byte {
+	f := []byte{b0}
+	switch n := len(payload); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	case n <= 0xffff:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 0x80|127)
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(append(f, 0, 0, 0, 0), payload...)
+}
+
+// Frames of every length form (7-bit, 16-bit, 64-bit), fragmented messages with a ping between
+// their fragments, arriving in random pieces with pauses: every message is read once, in order,
+// whatever the poller and frameConn see of it.
+func TestFramesArriveInPieces(t *testing.T) {
+	r := newRig(t, rigConfig{})
+	_, tok := newUser()
+	ws, err := dialWS(r.srv.URL, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startClient(t, ws)
+	ping := func(id string, size int) []byte { // a ping frame padded with spaces to size bytes
+		b := []byte(`{"type":"ping","id":"` + id + `"}`)
+		return append(b, bytes.Repeat([]byte(" "), max(size-len(b), 0))...)
+	}
+	var frames [][]byte
+	var ids []string
+	for i, size := range []int{10, 125, 126, 127, 1000, 65535, 65536, 3} {
+		id := fmt.Sprintf("p%d", i)
+		ids = append(ids, id)
+		msg := ping(id, size)
+		if i%2 == 1 { // in three fragments, a control ping between the first two
+			a, b := len(msg)/3, 2*len(msg)/3
+			frames = append(frames, maskedFrame(0x01, msg[:a]), maskedFrame(0x89, []byte("hi")),
+				maskedFrame(0x00, msg[a:b]), maskedFrame(0x80, msg[b:]))
+		} else {
+			frames = append(frames, maskedText(msg))
+		}
+	}
+	// Each frame in random pieces, with pauses after its first byte, before its last and after
+	// it: the server meets an empty socket mid-header, one byte short of a frame's end, between
+	// fragments and between messages, where frameConn must know exactly where frames end.
+	rng := rand.New(rand.NewPCG(3, 4))
+	write := func(b []byte) {
+		if _, err := ws.NetConn().Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pause := func() { time.Sleep(2 * time.Millisecond) }
+	for _, f := range frames {
+		write(f[:1])
+		pause()
+		for mid := f[1 : len(f)-1]; len(mid) > 0; {
+			k := min(len(mid), 1+rng.IntN(40))
+			if rng.IntN(8) == 0 {
+				k = min(len(mid), 1+rng.IntN(20000))
+			}
+			write(mid[:k])
+			mid = mid[k:]
+		}
+		pause()
+		write(f[len(f)-1:])
+		pause()
+	}
+	for _, id := range ids {
+		c.waitFor(id, 10*time.Second, "pong", func(fs []map[string]any) bool { return len(fs) > 0 })
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.all) != len(ids) {
+		t.Fatalf("%d frames for %d pings: %v", len(c.all), len(ids), c.all)
+	}
+	for i, f := range c.all {
+		if f["type"] != protocol.TypePong || f["id"] != ids[i] {
+			t.Fatalf("frame %d: %v, want the pong of %s", i, f, ids[i])
+		}
+	}
 }
 
 // The keepalive wheel pings every connection each PingInterval, and ends one that read nothing,
