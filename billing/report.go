@@ -401,10 +401,13 @@ func (a *costAgg) fill(rep *CostReport) {
 // view whose fingerprint is unchanged is still current.
 //
 //   - A day is closed closeAfter (DanglingAfter + 15 min) after its end: its late settles and
-//     recoveries are written by then. A closed day's model level is read again by _id after
-//     reportRecheck (plus a per-day spread of up to half of it), or at once with Fresh; a
-//     write into a closed day (e.g. recovery after every instance was down) therefore shows
-//     within that time, or at once after ForgetCostCache.
+//     recoveries are written by then in a running deployment. A closed day's model level is
+//     read again by _id every reportRecheck (plus a per-day spread of up to half of it) until
+//     it has been read reportSettle after both its close and the cache's start; that read is
+//     final. The window after the start covers the one late writer left: RecoverDangling
+//     settling, at their reserve's time, the turns of instances that were all down (it runs a
+//     minute after start and takes holds DanglingAfter old). Fresh reads every day again,
+//     ForgetCostCache drops them all (e.g. after a correction written into the rollups).
 //   - An open day (today; yesterday until it closes) has its model level read by _id at every
 //     report. A tool view follows it by reading by _id, for each (provider, model) whose
 //     document changed, the documents of every tool known; a user view is scanned again.
@@ -420,8 +423,10 @@ func (a *costAgg) fill(rep *CostReport) {
 // Days that have not begun an hour from now are not read (a settle's day is its turn's end).
 
 var (
-	// reportRecheck is how long a closed day's model level is trusted before it is read again.
+	// reportRecheck is how long a closed day's model level is trusted before it is read again,
+	// until a read reportSettle after both the day's close and the cache's start, which is final.
 	reportRecheck = 5 * time.Minute
+	reportSettle  = time.Hour
 	// reportMaxRows bounds the rows the cache keeps (about 130 bytes each): 30 days of 10,000
 	// active users is 300,000.
 	reportMaxRows = 1 << 19
@@ -458,6 +463,7 @@ type reportCache struct {
 	rows   int
 	tick   uint64
 	legacy bool
+	born   time.Time // the service's clock when the cache was made
 }
 
 // reportCaches holds each live Service's cache, dropped when the service is collected.
@@ -473,7 +479,7 @@ func (s *Service) reportCache() *reportCache {
 	if c := reportCaches.m[k]; c != nil {
 		return c
 	}
-	c := &reportCache{pairs: map[pairKey]bool{}, tools: map[string]bool{}}
+	c := &reportCache{pairs: map[pairKey]bool{}, tools: map[string]bool{}, born: s.now()}
 	for l := range c.views {
 		c.views[l] = map[string]*dayView{}
 	}
@@ -529,15 +535,28 @@ func (s *Service) reportDays(q CostQuery) []string {
 	return days
 }
 
-// dayOpen reports whether day may still receive rollups.
-func (s *Service) dayOpen(day string, now time.Time) bool {
+// closes is when day closes: no settle or recovery of a running deployment writes into it
+// after that.
+func (s *Service) closes(day string) time.Time {
 	t, err := time.Parse(time.DateOnly, day)
-	return err != nil || now.Before(t.Add(24*time.Hour+s.o.DanglingAfter+15*time.Minute))
+	if err != nil {
+		return time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+	}
+	return t.Add(24*time.Hour + s.o.DanglingAfter + 15*time.Minute)
 }
 
-// recheckDue reports whether a closed day's model level read at checked is due to be read
-// again; the spread keeps the days of one range from all falling due at once.
-func recheckDue(day string, checked, now time.Time) bool {
+// recheckDue reports whether a closed day's model level read at checked is to be read again:
+// every reportRecheck until a read made reportSettle after both the day's close and the
+// cache's start, which is final. The spread keeps the days of one range from falling due at
+// once.
+func (c *reportCache) recheckDue(s *Service, day string, checked, now time.Time) bool {
+	final := s.closes(day)
+	if final.Before(c.born) {
+		final = c.born
+	}
+	if !checked.Before(final.Add(reportSettle)) {
+		return false
+	}
 	h := fnv.New32a()
 	h.Write([]byte(day))
 	spread := time.Duration(h.Sum32()) % (reportRecheck/2 + 1)
@@ -625,7 +644,7 @@ func (c *reportCache) modelViews(ctx context.Context, s *Service, days []string,
 		switch v := got[d]; {
 		case v == nil:
 			scan = append(scan, d)
-		case fresh || s.dayOpen(d, now) || recheckDue(d, v.checked, now):
+		case fresh || now.Before(s.closes(d)) || c.recheckDue(s, d, v.checked, now):
 			relook = append(relook, d)
 		case held:
 			rd.CachedDays++

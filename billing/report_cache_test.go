@@ -51,8 +51,8 @@ func sameReport(a, b *CostReport) bool {
 
 // TestCostsCache: the cached report equals a scan of its level after every kind of write a
 // day can receive: open days followed by _id, a pair and a tool never seen, a late write into a
-// closed day (after the recheck, or at once with Fresh), levels that disagree, eviction, and
-// documents without derived ids.
+// closed day (after the recheck, or at once with Fresh; only Fresh once the day is settled),
+// levels that disagree, eviction, and documents without derived ids.
 func TestCostsCache(t *testing.T) {
 	e := newEnv(t)
 	e.clk.t = time.Date(2027, 3, 10, 12, 0, 0, 0, time.UTC)
@@ -142,6 +142,15 @@ func TestCostsCache(t *testing.T) {
 	for _, gb := range groupings {
 		check("recheck", gb, false)
 	}
+	// A read reportSettle after the start is final: a later write shows only with Fresh.
+	e.clk.Add(reportSettle)
+	check("settled", []string{DimTool}, false)
+	turn(time.Date(2027, 3, 5, 1, 0, 0, 0, time.UTC), pairs[1], tools[1])
+	e.clk.Add(2 * reportRecheck)
+	if got, _ := s.Costs(ctx, q); sameReport(got, scanned(t, s, q)) {
+		t.Fatal("a settled closed day was read again without fresh")
+	}
+	check("fresh after settled", []string{DimTool}, true)
 
 	// Levels that disagree (reconcile reports them): the report shows what the level holds, and
 	// the day stays uncached.
