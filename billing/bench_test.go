@@ -90,7 +90,7 @@ func BenchmarkTurnMoneyParallel(b *testing.B) {
 	var next atomic.Int64
 	var reserve, settle atomic.Int64
 	run := bson.NewObjectID().Hex() // request ids unique across -count runs
-	b.SetParallelism(8) // × GOMAXPROCS(2) = 16 goroutines
+	b.SetParallelism(8)             // × GOMAXPROCS(2) = 16 goroutines
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
