@@ -8,6 +8,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/maula-ai/maula-chat/model"
+	"github.com/maula-ai/maula-chat/providers"
 )
 
 // Why these caches: on the embedded FerretDB every query other than {_id: v} reads the whole
@@ -43,16 +44,33 @@ type convEntry struct {
 	msgs    []histMsg // newest first, at most histLimit
 }
 
-// convCache is an LRU of conversations' latest messages. Its fields are owned by mu.
+// convCache is an LRU of conversations' latest messages: of each, what a prompt can use (the
+// newest messages that fit the history token budget, at most histLimit), which bounds its
+// memory by max × the budget. Its fields are owned by mu.
 type convCache struct {
-	mu  sync.Mutex
-	max int
-	ll  *list.List // of *convEntry, most recently used first
-	m   map[convKey]*list.Element
+	mu     sync.Mutex
+	max    int
+	budget int64      // tokens, as buildPrompt counts them
+	ll     *list.List // of *convEntry, most recently used first
+	m      map[convKey]*list.Element
 }
 
-func newConvCache(max int) *convCache {
-	return &convCache{max: max, ll: list.New(), m: map[convKey]*list.Element{}}
+func newConvCache(max int, budget int64) *convCache {
+	return &convCache{max: max, budget: budget, ll: list.New(), m: map[convKey]*list.Element{}}
+}
+
+// trim keeps the newest messages buildPrompt would use: it stops at the first that does not
+// fit the budget, and so does this.
+func (c *convCache) trim(msgs []histMsg) []histMsg {
+	left := c.budget
+	for i, m := range msgs {
+		n := providers.EstimateTokens(m.message)
+		if i == histLimit || n > left {
+			return msgs[:i]
+		}
+		left -= n
+	}
+	return msgs
 }
 
 // get returns the conversation's messages, newest first. On a miss, lead says whether this
@@ -104,7 +122,7 @@ func (c *convCache) fill(k convKey, loaded []model.ChatMessage, err error) {
 			msgs = append([]histMsg{p}, msgs...)
 		}
 	}
-	e.msgs, e.pending, e.loading = msgs[:min(len(msgs), histLimit)], nil, false
+	e.msgs, e.pending, e.loading = c.trim(msgs), nil, false
 }
 
 // recorded adds stored messages (oldest first) to the conversations the cache holds.
@@ -126,7 +144,7 @@ func (c *convCache) recorded(db string, docs []any) {
 			e.pending = append(e.pending, h)
 			continue
 		}
-		e.msgs = append([]histMsg{h}, e.msgs[:min(len(e.msgs), histLimit-1)]...)
+		e.msgs = c.trim(append([]histMsg{h}, e.msgs...))
 	}
 }
 

@@ -31,7 +31,7 @@ func TestConvCache(t *testing.T) {
 	stored := []model.ChatMessage{msg(u, "s1", "assistant", "a1"), msg(u, "s1", "user", "q1")} // newest first
 	late := msg(u, "s1", "user", "q2")
 
-	c := newConvCache(2)
+	c := newConvCache(2, 6000)
 	if _, hit, lead := c.get(k); hit || !lead {
 		t.Fatalf("first read: hit %v lead %v, want a miss that leads", hit, lead)
 	}
@@ -72,7 +72,7 @@ func TestConvCache(t *testing.T) {
 func TestConvCacheKeepsTheLatest(t *testing.T) {
 	u := bson.NewObjectID()
 	k := convKey{"db", u, "s"}
-	c := newConvCache(10)
+	c := newConvCache(10, 6000)
 	c.get(k)
 	c.fill(k, nil, nil)
 	for i := range histLimit + 5 {
@@ -108,6 +108,35 @@ func TestCtxCache(t *testing.T) {
 			c.put(k, []bson.M{{"ip": "1.2.3.4"}}, now, gen)
 			if _, hit, _ := c.get(k, now.Add(tc.at)); hit != tc.wantHit {
 				t.Fatalf("hit = %v, want %v", hit, tc.wantHit)
+			}
+		})
+	}
+}
+
+// TestConvCacheKeepsWhatAPromptUses: the cache keeps the newest messages within the history
+// token budget, stopping at the first that does not fit, as buildPrompt does.
+func TestConvCacheKeepsWhatAPromptUses(t *testing.T) {
+	u := bson.NewObjectID()
+	k := convKey{"db", u, "s"}
+	long := string(make([]byte, 4000)) // ~1,000 tokens
+	for _, tc := range []struct {
+		name   string
+		budget int64
+		want   []string // newest first
+	}{
+		{"all fit", 6000, []string{"c", long, "a"}},
+		{"the long one stops it", 500, []string{"c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newConvCache(10, tc.budget)
+			c.get(k)
+			c.fill(k, nil, nil)
+			for _, m := range []string{"a", long, "c"} {
+				c.recorded("db", []any{msg(u, "s", "user", m)})
+			}
+			got, _, _ := c.get(k)
+			if fmt.Sprint(texts(got)) != fmt.Sprint(tc.want) {
+				t.Fatalf("kept %d messages, want %d", len(got), len(tc.want))
 			}
 		})
 	}

@@ -224,7 +224,7 @@ func New(ctx context.Context, o Options) (*Hub, error) {
 		return nil, fmt.Errorf("chat: poller: %w", err)
 	}
 	h.poll = poll
-	h.rec = newRecorder(o.Mongo, o.Log)
+	h.rec = newRecorder(o.Mongo, o.Log, o.HistoryTokens)
 	h.m = newMetrics(o.Metrics)
 	cctx, cancel := context.WithCancel(context.Background())
 	h.stopCtl = cancel

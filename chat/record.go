@@ -52,10 +52,12 @@ type recordReq struct {
 	errc chan error
 }
 
-func newRecorder(m *store.Store, log *slog.Logger) *recorder {
+// newRecorder starts a recorder writing to m; historyTokens is the prompts' history budget
+// (what the conversation cache needs to keep).
+func newRecorder(m *store.Store, log *slog.Logger, historyTokens int) *recorder {
 	r := newRecorderTo(mongoHistory{m}, log)
 	if m != nil && m.SoleWriter() {
-		r.conv, r.ctx = newConvCache(20000), newCtxCache(20000, time.Minute)
+		r.conv, r.ctx = newConvCache(10000, int64(historyTokens)), newCtxCache(5000, time.Minute)
 	}
 	return r
 }
