@@ -615,13 +615,16 @@ func (c *reportCache) costs(ctx context.Context, s *Service, q CostQuery, lvl in
 	}
 	views, err := c.modelViews(ctx, s, days, q.Fresh, lvl == levelModel, rd)
 	if err == nil && lvl != levelModel {
-		views, err = c.levelViews(ctx, s, lvl, days, views, rd)
+		views, err = c.levelViews(ctx, s, lvl, days, views, agg, rd)
 	}
 	if err != nil {
 		return err
 	}
 	for _, d := range days {
 		v := views[d]
+		if v == nil {
+			continue // the scan summed the day into agg itself
+		}
 		for i := range v.rows {
 			agg.add(d, &v.rows[i])
 		}
@@ -651,7 +654,7 @@ func (c *reportCache) modelViews(ctx context.Context, s *Service, days []string,
 		}
 	}
 	if len(scan) > 0 {
-		byDay, err := c.scanDays(ctx, s, levelModel, scan, rd)
+		byDay, err := c.scanDays(ctx, s, levelModel, scan, nil, rd)
 		if err != nil {
 			return nil, err
 		}
@@ -684,7 +687,10 @@ func (c *reportCache) modelViews(ctx context.Context, s *Service, days []string,
 }
 
 // levelViews returns the views of level lvl (tool or user) of days, given their model views.
-func (c *reportCache) levelViews(ctx context.Context, s *Service, lvl int, days []string, model map[string]*dayView, rd *ReadStats) (map[string]*dayView, error) {
+//
+// A scan that would hold more than reportMaxRows rows sums them into agg instead, and its days
+// are left out of the answer (and of the cache).
+func (c *reportCache) levelViews(ctx context.Context, s *Service, lvl int, days []string, model map[string]*dayView, agg *costAgg, rd *ReadStats) (map[string]*dayView, error) {
 	out := c.stored(lvl, days)
 	var missing, follow []string
 	for _, d := range days {
@@ -713,9 +719,15 @@ func (c *reportCache) levelViews(ctx context.Context, s *Service, lvl int, days 
 		return out, nil
 	}
 	slices.Sort(missing)
-	byDay, err := c.scanDays(ctx, s, lvl, missing, rd)
+	byDay, err := c.scanDays(ctx, s, lvl, missing, agg, rd)
 	if err != nil {
 		return nil, err
+	}
+	if byDay == nil { // summed into agg
+		for _, d := range missing {
+			delete(out, d)
+		}
+		return out, nil
 	}
 	for _, d := range missing {
 		v := &dayView{rows: byDay[d], fp: model[d].fp}
@@ -827,13 +839,15 @@ func (s *Service) lookupCounts(ctx context.Context, lvl int, id string, rd *Read
 }
 
 // scanDays reads level lvl's documents of days (sorted) with one scan, and learns the pairs and
-// tools they name.
-func (c *reportCache) scanDays(ctx context.Context, s *Service, lvl int, days []string, rd *ReadStats) (map[string][]viewRow, error) {
+// tools they name. Past reportMaxRows rows, with agg, it sums them all into agg and returns no
+// rows: a range too big to keep is answered like a scan.
+func (c *reportCache) scanDays(ctx context.Context, s *Service, lvl int, days []string, agg *costAgg, rd *ReadStats) (map[string][]viewRow, error) {
 	want := map[string]bool{}
 	for _, d := range days {
 		want[d] = true
 	}
 	byDay := map[string][]viewRow{}
+	kept := 0
 	legacy := false
 	pairs, tools := map[pairKey]bool{}, map[string]bool{}
 	filter := bson.D{{Key: "day", Value: bson.D{{Key: "$gte", Value: days[0]}, {Key: "$lte", Value: days[len(days)-1]}}}}
@@ -845,8 +859,21 @@ func (c *reportCache) scanDays(ctx context.Context, s *Service, lvl int, days []
 		if lvl == levelTool {
 			tools[r.tool] = true
 		}
-		if want[day] {
+		switch {
+		case !want[day]:
+		case byDay == nil:
+			agg.add(day, r)
+		case agg != nil && kept == reportMaxRows:
+			for d, rows := range byDay {
+				for i := range rows {
+					agg.add(d, &rows[i])
+				}
+			}
+			byDay = nil
+			agg.add(day, r)
+		default:
 			byDay[day] = append(byDay[day], *r)
+			kept++
 		}
 	})
 	if err != nil {
