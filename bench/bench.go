@@ -47,6 +47,27 @@ type Row struct {
 	Note     string  `json:"note,omitempty"`
 }
 
+// MarshalJSON writes a figure that does not apply (NaN) as null: JSON has no NaN, and
+// encoding/json refuses it.
+func (r Row) MarshalJSON() ([]byte, error) {
+	num := func(v float64) *float64 {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil
+		}
+		return &v
+	}
+	type row struct {
+		Scenario string   `json:"scenario"`
+		Metric   string   `json:"metric"`
+		Value    *float64 `json:"value"`
+		Relay    *float64 `json:"relay"`
+		Direct   *float64 `json:"direct"`
+		Unit     string   `json:"unit"`
+		Note     string   `json:"note,omitempty"`
+	}
+	return json.Marshal(row{r.Scenario, r.Metric, num(r.Value), num(r.Relay), num(r.Direct), r.Unit, r.Note})
+}
+
 // Report is one scenario's result.
 type Report struct {
 	Scenario string    `json:"scenario"`
@@ -99,7 +120,10 @@ func write(cfg Config, rep *Report) error {
 	if err := os.MkdirAll(cfg.OutDir, 0o755); err != nil {
 		return err
 	}
-	b, _ := json.MarshalIndent(rep, "", "  ")
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: encode %s results: %w", rep.Scenario, err)
+	}
 	if err := os.WriteFile(filepath.Join(cfg.OutDir, rep.Scenario+".json"), b, 0o644); err != nil {
 		return err
 	}
