@@ -1,6 +1,9 @@
 package billing
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // groupCommit runs one flush for many concurrent callers: the first caller to find no flush
 // running leads, taking everything queued so far into one batch; the callers that arrive
@@ -20,6 +23,17 @@ type gcItem[T any] struct {
 	v    T
 	err  error
 	wake chan bool // true: lead the next batch; false: your batch is written, err is set
+}
+
+// safeFlush turns a panic in flush into the batch's error: the waiters must still be woken
+// and the lead handed on, or every later caller would wait for ever.
+func safeFlush[T any](flush func([]T) error, vs []T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("billing: group flush panicked: %v", r)
+		}
+	}()
+	return flush(vs)
 }
 
 // do queues v and returns the error of the flush that carried it.
@@ -43,7 +57,7 @@ func (g *groupCommit[T]) do(v T, flush func([]T) error) error {
 	for i, b := range batch {
 		vs[i] = b.v
 	}
-	err := flush(vs)
+	err := safeFlush(flush, vs)
 	for _, b := range batch {
 		b.err = err
 		if b != it {

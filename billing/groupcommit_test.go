@@ -75,3 +75,15 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("uncontended call: %v, batch %v", err, batches[len(batches)-1])
 	}
 }
+
+// TestGroupCommitSurvivesAPanickingFlush: the batch fails with an error and the next call
+// flushes normally instead of waiting for ever.
+func TestGroupCommitSurvivesAPanickingFlush(t *testing.T) {
+	var g groupCommit[int]
+	if err := g.do(1, func([]int) error { panic("boom") }); err == nil {
+		t.Fatal("a panicking flush reported success")
+	}
+	if err := g.do(2, func([]int) error { return nil }); err != nil {
+		t.Fatalf("next flush: %v", err)
+	}
+}

@@ -175,8 +175,10 @@ func (s *Service) SetPlan(ctx context.Context, userID bson.ObjectID, plan string
 		return err
 	}
 	s.periodEnd.Delete(userID)
+	// The money moved: a failure to note the summary must not skip the billing record or
+	// invite a retry, which would be a second plan change.
 	if err := s.noteUserPlan(ctx, userID, plan); err != nil {
-		return err
+		s.log.Error("billing: plan changed but the user's plan summary was not updated", "user", userID.Hex(), "err", err)
 	}
 	sub.Plan = plan
 	return s.writeBillingRecord(ctx, sub, plan, e.RequestID)

@@ -38,10 +38,11 @@ type histMsg struct {
 }
 
 type convEntry struct {
-	key     convKey
-	loading bool      // the first reader is loading it from the database
-	pending []histMsg // messages recorded while loading, oldest first
-	msgs    []histMsg // newest first, at most histLimit
+	key      convKey
+	loading  bool      // the first reader is loading it from the database
+	pending  []histMsg // messages recorded while loading, oldest first
+	msgs     []histMsg // newest first, at most histLimit
+	loadedAt time.Time // when the database was read
 }
 
 // convCache is an LRU of conversations' latest messages: of each, what a prompt can use (the
@@ -50,13 +51,14 @@ type convEntry struct {
 type convCache struct {
 	mu     sync.Mutex
 	max    int
-	budget int64      // tokens, as buildPrompt counts them
-	ll     *list.List // of *convEntry, most recently used first
+	maxAge time.Duration // an entry is read again after this
+	budget int64         // tokens, as buildPrompt counts them
+	ll     *list.List    // of *convEntry, most recently used first
 	m      map[convKey]*list.Element
 }
 
 func newConvCache(max int, budget int64) *convCache {
-	return &convCache{max: max, budget: budget, ll: list.New(), m: map[convKey]*list.Element{}}
+	return &convCache{max: max, maxAge: time.Hour, budget: budget, ll: list.New(), m: map[convKey]*list.Element{}}
 }
 
 // trim keeps the newest messages buildPrompt would use: it stops at the first that does not
@@ -73,39 +75,47 @@ func (c *convCache) trim(msgs []histMsg) []histMsg {
 	return msgs
 }
 
-// get returns the conversation's messages, newest first. On a miss, lead says whether this
-// caller must load them from the database and hand them to fill (a concurrent first reader
-// of the same conversation loads for itself without filling).
-func (c *convCache) get(k convKey) (msgs []model.ChatMessage, hit, lead bool) {
+// get returns the conversation's messages, newest first. On a miss, lead is non-nil when this
+// caller must load them from the database and hand them to fill with it (a concurrent first
+// reader of the same conversation loads for itself without filling). An entry older than
+// maxAge is read again, so messages the retention sweeper deleted leave the cache too.
+func (c *convCache) get(k convKey) (msgs []model.ChatMessage, hit bool, lead *convEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if el, ok := c.m[k]; ok {
 		e := el.Value.(*convEntry)
 		if e.loading {
-			return nil, false, false
+			return nil, false, nil
 		}
-		c.ll.MoveToFront(el)
-		out := make([]model.ChatMessage, len(e.msgs))
-		for i, h := range e.msgs {
-			out[i] = model.ChatMessage{ID: h.id, Role: h.role, Message: h.message}
+		if time.Since(e.loadedAt) <= c.maxAge {
+			c.ll.MoveToFront(el)
+			out := make([]model.ChatMessage, len(e.msgs))
+			for i, h := range e.msgs {
+				out[i] = model.ChatMessage{ID: h.id, Role: h.role, Message: h.message}
+			}
+			return out, true, nil
 		}
-		return out, true, false
+		c.ll.Remove(el)
+		delete(c.m, k)
 	}
-	c.m[k] = c.ll.PushFront(&convEntry{key: k, loading: true})
+	e := &convEntry{key: k, loading: true}
+	c.m[k] = c.ll.PushFront(e)
 	c.evict()
-	return nil, false, true
+	return nil, false, e
 }
 
-// fill completes a load started by get's leader with what the database returned (newest
-// first); err != nil abandons it. Messages recorded meanwhile are merged, once each.
-func (c *convCache) fill(k convKey, loaded []model.ChatMessage, err error) {
+// fill completes the load get handed to lead with what the database returned (newest first);
+// err != nil abandons it. Messages recorded meanwhile are merged, once each. A load whose
+// entry was dropped or replaced meanwhile (the conversation deleted, evicted, read again by
+// another leader) is discarded: it may predate the change.
+func (c *convCache) fill(k convKey, lead *convEntry, loaded []model.ChatMessage, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.m[k]
-	if !ok {
-		return // evicted or dropped while loading
+	if !ok || el.Value.(*convEntry) != lead || !lead.loading {
+		return
 	}
-	e := el.Value.(*convEntry)
+	e := lead
 	if err != nil {
 		c.ll.Remove(el)
 		delete(c.m, k)
@@ -122,7 +132,7 @@ func (c *convCache) fill(k convKey, loaded []model.ChatMessage, err error) {
 			msgs = append([]histMsg{p}, msgs...)
 		}
 	}
-	e.msgs, e.pending, e.loading = c.trim(msgs), nil, false
+	e.msgs, e.pending, e.loading, e.loadedAt = c.trim(msgs), nil, false, time.Now()
 }
 
 // recorded adds stored messages (oldest first) to the conversations the cache holds.
@@ -145,6 +155,17 @@ func (c *convCache) recorded(db string, docs []any) {
 			continue
 		}
 		e.msgs = c.trim(append([]histMsg{h}, e.msgs...))
+	}
+}
+
+// forget drops the conversations of docs whose write failed: some may be stored anyway (an
+// unordered insert stores what it can; a timeout may fire after the commit), so the next
+// prompt reads the database again.
+func (c *convCache) forget(db string, docs []any) {
+	for _, d := range docs {
+		if m, ok := d.(model.ChatMessage); ok {
+			c.drop(convKey{db, m.UserID, m.SessionID})
+		}
 	}
 }
 

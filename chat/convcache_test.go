@@ -32,15 +32,16 @@ func TestConvCache(t *testing.T) {
 	late := msg(u, "s1", "user", "q2")
 
 	c := newConvCache(2, 6000)
-	if _, hit, lead := c.get(k); hit || !lead {
-		t.Fatalf("first read: hit %v lead %v, want a miss that leads", hit, lead)
+	_, hit, lead := c.get(k)
+	if hit || lead == nil {
+		t.Fatalf("first read: hit %v lead %v, want a miss that leads", hit, lead != nil)
 	}
-	if _, hit, lead := c.get(k); hit || lead {
-		t.Fatalf("second reader while loading: hit %v lead %v, want a plain miss", hit, lead)
+	if _, hit, lead2 := c.get(k); hit || lead2 != nil {
+		t.Fatalf("second reader while loading: hit %v lead %v, want a plain miss", hit, lead2 != nil)
 	}
 	// q2 is recorded while the leader reads; the read may or may not have seen it.
 	c.recorded("ipintel-db", []any{late, msg(bson.NewObjectID(), "s1", "user", "someone else")})
-	c.fill(k, append([]model.ChatMessage{late}, stored...), nil)
+	c.fill(k, lead, append([]model.ChatMessage{late}, stored...), nil)
 	got, hit, _ := c.get(k)
 	if want := []string{"q2", "a1", "q1"}; !hit || fmt.Sprint(texts(got)) != fmt.Sprint(want) {
 		t.Fatalf("after fill: hit %v %v, want %v", hit, texts(got), want)
@@ -51,18 +52,32 @@ func TestConvCache(t *testing.T) {
 		t.Fatalf("after recording: %v, want %v", texts(got), want)
 	}
 	c.drop(k)
-	if _, hit, lead := c.get(k); hit || !lead {
+	if _, hit, lead = c.get(k); hit || lead == nil {
 		t.Fatal("a dropped conversation must be read again")
 	}
-	c.fill(k, nil, fmt.Errorf("read failed"))
-	if _, hit, lead := c.get(k); hit || !lead {
+	c.fill(k, lead, nil, fmt.Errorf("read failed"))
+	if _, hit, lead = c.get(k); hit || lead == nil {
 		t.Fatal("a failed load must not be cached")
 	}
-	c.fill(k, nil, nil)
+	// A load that began before the conversation was deleted must not bring it back.
+	stale := lead
+	c.drop(k)
+	_, _, fresh := c.get(k)
+	c.fill(k, fresh, nil, nil)
+	c.fill(k, stale, stored, nil)
+	if got, hit, _ := c.get(k); !hit || len(got) != 0 {
+		t.Fatalf("after a stale load: hit %v %v, want the fresh, empty conversation", hit, texts(got))
+	}
+	// A failed write may have stored the messages: the conversation is read again.
+	c.forget("ipintel-db", []any{msg(u, "s1", "user", "q4")})
+	if _, hit, lead = c.get(k); hit || lead == nil {
+		t.Fatal("a conversation whose write failed must be read again")
+	}
+	c.fill(k, lead, nil, nil)
 	for i := range 3 { // bound 2: the oldest goes
 		o := convKey{"ipintel-db", u, fmt.Sprint("other", i)}
-		c.get(o)
-		c.fill(o, nil, nil)
+		_, _, l := c.get(o)
+		c.fill(o, l, nil, nil)
 	}
 	if _, hit, _ := c.get(k); hit {
 		t.Fatal("the least recently used conversation was not evicted")
@@ -73,8 +88,8 @@ func TestConvCacheKeepsTheLatest(t *testing.T) {
 	u := bson.NewObjectID()
 	k := convKey{"db", u, "s"}
 	c := newConvCache(10, 6000)
-	c.get(k)
-	c.fill(k, nil, nil)
+	_, _, lead := c.get(k)
+	c.fill(k, lead, nil, nil)
 	for i := range histLimit + 5 {
 		c.recorded("db", []any{msg(u, "s", "user", fmt.Sprint(i))})
 	}
@@ -129,8 +144,8 @@ func TestConvCacheKeepsWhatAPromptUses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newConvCache(10, tc.budget)
-			c.get(k)
-			c.fill(k, nil, nil)
+			_, _, lead := c.get(k)
+			c.fill(k, lead, nil, nil)
 			for _, m := range []string{"a", long, "c"} {
 				c.recorded("db", []any{msg(u, "s", "user", m)})
 			}

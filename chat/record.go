@@ -124,10 +124,14 @@ func (r *recorder) write(batch []*recordReq) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err := r.history.insertMany(ctx, db, docs)
+			switch {
+			case err != nil && r.conv != nil:
+				r.conv.forget(db, docs)
+			case r.conv != nil:
+				r.conv.recorded(db, docs)
+			}
 			if err != nil {
 				err = fmt.Errorf("insert %d chat messages into %s: %w", len(docs), db, err)
-			} else if r.conv != nil {
-				r.conv.recorded(db, docs)
 			}
 			for _, req := range reqs {
 				req.errc <- err
@@ -294,8 +298,9 @@ func (h *Hub) loadHistory(ctx context.Context, db *mongo.Database, t *turn) ([]m
 	c := h.rec.conv
 	if t.f.SessionID == "" {
 		if c != nil { // a new conversation: known to be empty, no read ever needed
-			if _, _, lead := c.get(convKey{db.Name(), t.key.user, t.session}); lead {
-				c.fill(convKey{db.Name(), t.key.user, t.session}, nil, nil)
+			k := convKey{db.Name(), t.key.user, t.session}
+			if _, _, lead := c.get(k); lead != nil {
+				c.fill(k, lead, nil, nil)
 			}
 		}
 		return nil, nil
@@ -309,8 +314,8 @@ func (h *Hub) loadHistory(ctx context.Context, db *mongo.Database, t *turn) ([]m
 		return msgs, nil
 	}
 	msgs, err := h.readHistory(ctx, db, t)
-	if lead {
-		c.fill(k, msgs, err)
+	if lead != nil {
+		c.fill(k, lead, msgs, err)
 	}
 	return msgs, err
 }
