@@ -301,7 +301,7 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	}
 	rep.Rounds = 1
 	time.Sleep(500 * time.Millisecond) // let start-up work settle before the baseline
-	heap0, gor0 := idleLiveHeap(srv, adminTok), idleGoroutines(srv, adminTok)
+	heap0, gor0 := idleProbe(srv, adminTok, rep)
 	rss0 := srv.rss()
 	start := time.Now()
 	conns, err := openIdle(ctx, "ws"+srv.URL[len("http"):]+"/ai/chat", tokens, n)
@@ -323,7 +323,7 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	cpu0 := srv.cpuTime()
 	time.Sleep(5 * time.Second)
 	cpu1 := srv.cpuTime()
-	heap1, gor1 := idleLiveHeap(srv, adminTok), idleGoroutines(srv, adminTok)
+	heap1, gor1 := idleProbe(srv, adminTok, rep)
 	per := func(d float64) float64 { return d / float64(max(got, 1)) }
 	rep.Rows = append(rep.Rows,
 		Row{Scenario: "idle", Metric: fmt.Sprintf("RSS per idle authenticated connection (%d open)", got), Value: per(float64(rss1-rss0)) / 1024, Relay: na, Direct: na, Unit: "KiB"},
@@ -375,31 +375,56 @@ func openIdle(ctx context.Context, url string, tokens []string, n int) ([]*webso
 }
 
 // idleAdminGet GETs a /debug/pprof path as the admin and returns the body; nil on failure.
-func idleAdminGet(s *server, adminToken, path string) []byte {
+func idleAdminGet(s *server, adminToken, path string) ([]byte, error) {
 	req, _ := http.NewRequest(http.MethodGet, s.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return b
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return b, err
 }
 
 // idleLiveHeap has the server collect garbage (a heap profile with gc=1), then reads its heap
 // in use: what is live.
-func idleLiveHeap(s *server, adminToken string) int64 {
-	idleAdminGet(s, adminToken, "/debug/pprof/heap?gc=1")
-	return s.heapInuse()
+func idleLiveHeap(s *server, adminToken string) (int64, error) {
+	if _, err := idleAdminGet(s, adminToken, "/debug/pprof/heap?gc=1"); err != nil {
+		return 0, fmt.Errorf("forced GC: %w", err)
+	}
+	return s.heapInuse(), nil
 }
 
 // idleGoroutines counts the server's goroutines ("goroutine profile: total N").
-func idleGoroutines(s *server, adminToken string) int {
-	b := idleAdminGet(s, adminToken, "/debug/pprof/goroutine?debug=1")
+func idleGoroutines(s *server, adminToken string) (int, error) {
+	b, err := idleAdminGet(s, adminToken, "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, err
+	}
 	line, _, _ := strings.Cut(string(b), "\n")
-	n, _ := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
-	return n
+	n, err := strconv.Atoi(strings.TrimPrefix(line, "goroutine profile: total "))
+	if err != nil {
+		return 0, fmt.Errorf("goroutine count: unexpected profile header %q", line)
+	}
+	return n, nil
+}
+
+// idleProbe reads the live heap and the goroutine count; a failure goes to the report's checks
+// (the figures would be meaningless) rather than silently into them.
+func idleProbe(s *server, adminToken string, rep *Report) (int64, int) {
+	heap, err := idleLiveHeap(s, adminToken)
+	if err != nil {
+		rep.Checks = append(rep.Checks, "live heap not measured: "+err.Error())
+	}
+	gor, err := idleGoroutines(s, adminToken)
+	if err != nil {
+		rep.Checks = append(rep.Checks, "goroutines not counted: "+err.Error())
+	}
+	return heap, gor
 }
 
 // idleSpareFDs is what the idle scenario leaves of the open-file limit for everything else:
