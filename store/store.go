@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -51,6 +52,9 @@ type Store struct {
 	stopFerret context.CancelFunc
 	ferretDone chan struct{}
 	dir        string // the embedded server's SQLite files; set once by Open
+	// gates maps a database name to the mutex its writes queue on (Write). Entries are never
+	// removed: databases are few (maula-auth-db and one per tool).
+	gates sync.Map
 }
 
 // ValidateURI reports whether a MongoDB connection string is usable, before anything is dialled.

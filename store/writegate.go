@@ -2,10 +2,6 @@ package store
 
 import "sync"
 
-// writeGates maps a database name to the mutex its writes queue on (see Write). Owned by this
-// package; entries are never removed (databases are few: maula-auth-db and one per tool).
-var writeGates sync.Map
-
 // Write runs f, one write to database db, alone among this process's writes to that database
 // when the server is the embedded FerretDB. Each database is one SQLite file, and SQLite lets
 // one writer into a file at a time: concurrent writers either wait in SQLite's busy handler,
@@ -17,7 +13,7 @@ func (s *Store) Write(db string, f func() error) error {
 	if !s.Embedded {
 		return f()
 	}
-	mu, _ := writeGates.LoadOrStore(db, &sync.Mutex{})
+	mu, _ := s.gates.LoadOrStore(db, &sync.Mutex{})
 	mu.(*sync.Mutex).Lock()
 	defer mu.(*sync.Mutex).Unlock()
 	return f()
