@@ -120,6 +120,8 @@ type Service struct {
 	shadow sync.Map
 	// rollupQ batches the rollup writes of turns settled concurrently (see record).
 	rollupQ groupCommit[*Entry]
+	// reports is the cost report's day views (report.go); set once by New.
+	reports *reportCache
 }
 
 // New opens the service and creates, idempotently, the indexes billing adds to the schema.
@@ -166,6 +168,7 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	for l := range numLevels {
 		s.rollups[l] = db.Collection(levelColl[l])
 	}
+	s.reports = newReportCache(s)
 	if err := ensureIndexes(ctx, o.Mongo); err != nil {
 		return nil, err
 	}

@@ -9,14 +9,12 @@ import (
 	"hash/fnv"
 	"io"
 	"maps"
-	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -466,19 +464,8 @@ type reportCache struct {
 	born   time.Time // the service's clock when the cache was made
 }
 
-// reportCaches holds each live Service's cache, dropped when the service is collected.
-var reportCaches = struct {
-	sync.Mutex
-	m map[weak.Pointer[Service]]*reportCache
-}{m: map[weak.Pointer[Service]]*reportCache{}}
-
-func (s *Service) reportCache() *reportCache {
-	k := weak.Make(s)
-	reportCaches.Lock()
-	defer reportCaches.Unlock()
-	if c := reportCaches.m[k]; c != nil {
-		return c
-	}
+// newReportCache makes the service's cost report cache (New calls it once).
+func newReportCache(s *Service) *reportCache {
 	c := &reportCache{pairs: map[pairKey]bool{}, tools: map[string]bool{}, born: s.now()}
 	for l := range c.views {
 		c.views[l] = map[string]*dayView{}
@@ -486,14 +473,10 @@ func (s *Service) reportCache() *reportCache {
 	for _, pm := range PricedModels(s.o.Prices) {
 		c.pairs[pairKey{pm.Provider, pm.Model}] = true
 	}
-	reportCaches.m[k] = c
-	runtime.AddCleanup(s, func(k weak.Pointer[Service]) {
-		reportCaches.Lock()
-		delete(reportCaches.m, k)
-		reportCaches.Unlock()
-	}, k)
 	return c
 }
+
+func (s *Service) reportCache() *reportCache { return s.reports }
 
 // ProviderModel names a model of a provider.
 type ProviderModel struct{ Provider, Model string }
