@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"github.com/maula-ai/maula-chat/model"
 	"github.com/maula-ai/maula-chat/store"
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
 )
 
 // topN is how many countries and threats the analytics documents rank.
@@ -66,10 +64,10 @@ func (d *delta) add(o *delta) {
 // the fields of a kv hash (analytics:ips:{tool}:{userId}:{date}, Redis with REDIS_URL), and only
 // the request whose HINCRBY created the field counts one. billing $inc-s the same documents
 // (chat turns) under the "rollups" lease lock because FerretDB updates are read-modify-write;
-// Flush takes the same lock (see rollupLock).
+// Flush takes the same lock (store.SharedLocks).
 type Analytics struct {
 	o     Options
-	locks *rollupLock // nil when locking is off
+	locks *store.SharedLocks // nil when locking is off
 
 	mu      sync.Mutex
 	pending map[dayKey]*delta // guarded by mu; swapped out whole by Flush
@@ -84,7 +82,7 @@ func newAnalytics(ctx context.Context, o Options) (*Analytics, error) {
 		return nil, err
 	}
 	if on {
-		a.locks = &rollupLock{coll: o.Mongo.DB(store.AuthDB).Collection(lockColl), localOnly: o.Locking == "local"}
+		a.locks = store.NewSharedLocks(o.Mongo, o.Locking == "local", o.Log)
 	}
 	return a, nil
 }
@@ -176,7 +174,7 @@ func (a *Analytics) Flush(ctx context.Context) error {
 		return nil
 	}
 	var failed map[dayKey]*delta
-	err := a.locks.with(ctx, func() error {
+	err := a.locks.With(ctx, lockName, func() error {
 		var errs []error
 		for k, d := range batch {
 			if err := a.write(ctx, k, d); err != nil {
@@ -266,69 +264,7 @@ func rank(counts map[string]int64, item func(string, int64) model.CountItem) []m
 	return out
 }
 
-// lockColl and lockName are billing's lease lock on the analytics and rollup documents
-// (billing/lock.go): a document {_id: "rollups", owner, expiresAt} in maula-auth-db.billing_locks,
-// held by whoever inserted it. Analytics takes the same lock with the same protocol so that
-// billing's $inc of aiUsage and ours of metrics never interleave on FerretDB, whose updates
-// are read-modify-write of the whole document.
-const (
-	lockColl  = "billing_locks"
-	lockName  = "rollups"
-	lockLease = 30 * time.Second
-)
-
-// rollupLock takes billing's "rollups" lock; a nil *rollupLock runs f unlocked. Callers queue
-// first on the process-wide mutex billing uses for the same name (store.LocalLock); with
-// localOnly (the sole client of an embedded server) that mutex is the whole lock.
-type rollupLock struct {
-	coll      *mongo.Collection
-	localOnly bool
-}
-
-func (l *rollupLock) with(ctx context.Context, f func() error) error {
-	if l == nil {
-		return f()
-	}
-	mu := store.LocalLock("lock:" + lockName)
-	mu.Lock()
-	defer mu.Unlock()
-	if l.localOnly {
-		return f()
-	}
-	owner := bson.NewObjectID()
-	wait := 200 * time.Microsecond
-	for attempt := 0; ; attempt++ {
-		now := time.Now()
-		_, err := l.coll.InsertOne(ctx, bson.D{{Key: "_id", Value: lockName}, {Key: "owner", Value: owner}, {Key: "expiresAt", Value: now.Add(lockLease)}})
-		if err == nil {
-			break
-		}
-		if !mongo.IsDuplicateKeyError(err) && !isBusy(err) {
-			return fmt.Errorf("analyses: lock: %w", err)
-		}
-		if attempt%50 == 49 {
-			var cur struct {
-				Owner     bson.ObjectID `bson:"owner"`
-				ExpiresAt time.Time     `bson:"expiresAt"`
-			}
-			if err := l.coll.FindOne(ctx, bson.D{{Key: "_id", Value: lockName}}).Decode(&cur); err == nil && now.After(cur.ExpiresAt) {
-				_, _ = l.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: lockName}, {Key: "owner", Value: cur.Owner}})
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("analyses: lock: %w", ctx.Err())
-		case <-time.After(wait/2 + rand.N(wait)):
-		}
-		wait = min(wait*2, 10*time.Millisecond)
-	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_, _ = l.coll.DeleteOne(dctx, bson.D{{Key: "_id", Value: lockName}, {Key: "owner", Value: owner}})
-	}()
-	return f()
-}
-
-// isBusy reports SQLite's "database is locked" from the embedded server (store.IsBusy).
-func isBusy(err error) bool { return store.IsBusy(err) }
+// lockName is billing's lock on the analytics and rollup documents (billing/lock.go). Flush
+// takes the same shared lock so that billing's $inc of aiUsage and ours of metrics never
+// interleave on FerretDB, whose updates are read-modify-write of the whole document.
+const lockName = "rollups"

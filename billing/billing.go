@@ -103,9 +103,9 @@ type Service struct {
 	bills     *mongo.Collection // maula-auth-db.billing
 	users     *mongo.Collection // maula-auth-db.users: only subscription.* on a plan change
 	rollups   [numLevels]*mongo.Collection
-	locks     *mongo.Collection // maula-auth-db.billing_locks
-	locking   bool              // serialize shared-document writes (FerretDB); set once by New
-	localOnly bool              // Locking "local": the process-wide mutex is the whole lock; set once by New
+	locking   bool               // serialize shared-document writes (FerretDB); set once by New
+	localOnly bool               // Locking "local": the process-wide mutex is the whole lock; set once by New
+	shared    *store.SharedLocks // nil when locking is off; set once by New
 	// periodEnd caches each user's nextBillingDate (bson.ObjectID → time.Time) so that the lazy
 	// rollover check costs no read on the hot path. Owned by this Service; a stale value only
 	// delays the check to the next failed reserve, never skips it (see reserveOnce).
@@ -158,12 +158,14 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		ledger: db.Collection(model.CollLedger),
 		bills:  db.Collection(model.CollBilling),
 		users:  db.Collection(model.CollUsers),
-		locks:  db.Collection(lockColl),
 	}
 	var err error
 	s.localOnly = o.Locking == "local"
 	if s.locking, err = store.NeedsLocking(ctx, o.Mongo, o.Locking); err != nil {
 		return nil, err
+	}
+	if s.locking {
+		s.shared = store.NewSharedLocks(o.Mongo, s.localOnly, o.Log)
 	}
 	for l := range numLevels {
 		s.rollups[l] = db.Collection(levelColl[l])
