@@ -133,7 +133,7 @@ func (s *Store) startEmbedded(opts Options, log *slog.Logger) error {
 	quiet := slog.New(log.Handler().WithGroup("ferretdb")).Handler()
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: listen},
-		Logger:    slog.New(levelFloor{quiet, slog.LevelError}),
+		Logger:    slog.New(levelFloor{Handler: quiet, min: slog.LevelError}),
 		Handler:   "sqlite",
 		SQLiteURL: "file:" + dir + "/?_pragma=synchronous(NORMAL)",
 	})
@@ -223,17 +223,39 @@ func IsDuplicateKey(err error) bool { return mongo.IsDuplicateKeyError(err) }
 var ErrNotFound = errors.New("not found")
 
 // levelFloor drops records below a level; FerretDB's handler has no level of its own.
+//
+// It also defers WithAttrs and WithGroup to the records that pass: FerretDB calls
+// logger.With(args) twice for every SQL statement it runs, with the statement's arguments
+// (whole documents as JSON), and a text or JSON handler formats attributes as soon as they are
+// added, whatever the level of the records that follow. Formatting them only for a record that
+// is written removes that work from every read and write of the embedded server.
 type levelFloor struct {
 	slog.Handler
 	min slog.Level
+	// pending are the WithAttrs/WithGroup calls not yet applied to Handler, in order.
+	pending []func(slog.Handler) slog.Handler
 }
 
 func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= h.min && h.Handler.Enabled(ctx, l)
 }
-func (h levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
-	return levelFloor{h.Handler.WithAttrs(a), h.min}
+
+func (h levelFloor) Handle(ctx context.Context, r slog.Record) error {
+	inner := h.Handler
+	for _, f := range h.pending {
+		inner = f(inner)
+	}
+	return inner.Handle(ctx, r)
 }
+
+func (h levelFloor) WithAttrs(a []slog.Attr) slog.Handler {
+	return h.with(func(in slog.Handler) slog.Handler { return in.WithAttrs(a) })
+}
+
 func (h levelFloor) WithGroup(n string) slog.Handler {
-	return levelFloor{h.Handler.WithGroup(n), h.min}
+	return h.with(func(in slog.Handler) slog.Handler { return in.WithGroup(n) })
+}
+
+func (h levelFloor) with(f func(slog.Handler) slog.Handler) slog.Handler {
+	return levelFloor{h.Handler, h.min, append(h.pending[:len(h.pending):len(h.pending)], f)}
 }
