@@ -1,7 +1,6 @@
 package billing
 
 import (
-	"cmp"
 	"context"
 	"encoding/csv"
 	"errors"
@@ -108,16 +107,18 @@ type CostReport struct {
 	Read    ReadStats `json:"-"` // sent as the X-Cost-Read header
 }
 
-// ReadStats says how a report was read: from the cache, by _id, or by scanning.
+// ReadStats says how a report was read: from the cache, from the persisted summaries, by _id,
+// or by scanning.
 type ReadStats struct {
 	CachedDays int // days whose level was answered from memory (after the check of the model level)
-	Lookups    int // documents read by _id
+	Lookups    int // documents read by _id (rollups and summaries)
 	Scans      int // collection scans
 	Docs       int // documents the scans returned
+	StoredDays int // days whose level was answered from a persisted summary (after the same check)
 }
 
 func (r ReadStats) String() string {
-	return fmt.Sprintf("cachedDays=%d lookups=%d scans=%d docs=%d", r.CachedDays, r.Lookups, r.Scans, r.Docs)
+	return fmt.Sprintf("cachedDays=%d lookups=%d scans=%d docs=%d storedDays=%d", r.CachedDays, r.Lookups, r.Scans, r.Docs, r.StoredDays)
 }
 
 // ParseGroupBy validates a groupBy parameter: one or two distinct dimensions, comma-separated.
@@ -409,11 +410,17 @@ func (a *costAgg) fill(rep *CostReport) {
 //   - An open day (today; yesterday until it closes) has its model level read by _id at every
 //     report. A tool view follows it by reading by _id, for each (provider, model) whose
 //     document changed, the documents of every tool known; a user view is scanned again.
-//   - Missing views are built by one scan of their level over the missing days, and kept only
-//     if they agree with the model level read before the scan: a turn being written, or levels
-//     that disagree (reconcile reports those), leave the day uncached, and the scan answers.
-//   - The (provider, model) pairs read by _id are the price book's and any seen in a scan; the
-//     tools, those seen. A pair or tool never seen makes the sums disagree: the day is scanned.
+//   - A closed day's views are also persisted, one summary document per level and day
+//     (report_persist.go), so that a process that does not hold a view (after a restart or an
+//     eviction) reads it by _id, and uses it only if its fingerprint equals the day's model
+//     level read by _id now: the check above. ForgetCostCache drops them too.
+//   - Missing views that no summary answers are built by one scan of their level over those
+//     days, and kept only if they agree with the model level read before the scan: a turn
+//     being written, or levels that disagree (reconcile reports those), leave the day uncached,
+//     and the scan answers.
+//   - The (provider, model) pairs read by _id are the price book's and any seen in a scan or a
+//     summary; the tools, those seen. A pair or tool never seen makes the sums disagree: the
+//     day is scanned.
 //   - At most reportMaxRows rows are kept; the least recently used days go first.
 //   - A document whose _id is not derived from its key (written before ids were derived)
 //     cannot be read by _id: once one is seen, every report scans.
@@ -446,6 +453,7 @@ type dayView struct {
 	checked time.Time          // model level only: when fp was read; guarded by level[levelModel]
 	n       int                // len(rows); guarded by reportCache.mu
 	used    uint64             // the tick of the last report that used it; guarded by reportCache.mu
+	saved   bool               // persisted (or read from the store) as it is; guarded by level[its level]
 }
 
 // reportCache is a service's cache of day views (see above).
@@ -462,6 +470,13 @@ type reportCache struct {
 	tick   uint64
 	legacy bool
 	born   time.Time // the service's clock when the cache was made
+
+	// The persisted summaries (report_persist.go): sumMu guards sumReady (their collection is
+	// created and indexed) and sumDrop (ForgetCostCache has not yet managed to drop them: they
+	// are not read).
+	sumMu    sync.Mutex
+	sumReady bool
+	sumDrop  bool
 }
 
 // newReportCache makes the service's cost report cache (New calls it once).
@@ -493,16 +508,29 @@ func PricedModels(prices *providers.PriceBook) []ProviderModel {
 	return out
 }
 
-// ForgetCostCache drops the cost report's cached days, e.g. after a correction written
-// straight into the rollups; otherwise a closed day is trusted for a few minutes.
+// ForgetCostCache drops the cost report's cached days and the summaries persisted for later
+// processes, e.g. after a correction written straight into the rollups; otherwise a closed day
+// is trusted for a few minutes, and its summary for as long as the day's model level is
+// unchanged. It waits for the reports being read, so that none keeps or persists what it read
+// before. Should the summaries not be dropped (an error, logged), this process reads none
+// until a later attempt, at its next report, succeeds.
 func (s *Service) ForgetCostCache() {
 	c := s.reportCache()
+	for _, l := range []int{levelFull, levelTool, levelUser, levelModel} { // the lock order: levels, then the model level
+		c.level[l].Lock()
+		defer c.level[l].Unlock()
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for l := range c.views {
 		c.views[l] = map[string]*dayView{}
 	}
 	c.rows = 0
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c.sumMu.Lock()
+	defer c.sumMu.Unlock()
+	c.dropSummaries(ctx, s)
 }
 
 // reportDays lists the days of q that can hold rollups.
@@ -596,12 +624,16 @@ func (c *reportCache) costs(ctx context.Context, s *Service, q CostQuery, lvl in
 	if len(days) == 0 {
 		return nil
 	}
-	views, err := c.modelViews(ctx, s, days, q.Fresh, lvl == levelModel, rd)
+	model, err := c.modelViews(ctx, s, days, q.Fresh, lvl == levelModel, rd)
+	views := model
 	if err == nil && lvl != levelModel {
-		views, err = c.levelViews(ctx, s, lvl, days, views, agg, rd)
+		views, err = c.levelViews(ctx, s, lvl, days, model, agg, rd)
 	}
 	if err != nil {
 		return err
+	}
+	if lvl != levelModel {
+		c.saveClosed(ctx, s, lvl, days, views, model)
 	}
 	for _, d := range days {
 		v := views[d]
@@ -637,6 +669,12 @@ func (c *reportCache) modelViews(ctx context.Context, s *Service, days []string,
 		}
 	}
 	if len(scan) > 0 {
+		var err error
+		if scan, err = c.loadModel(ctx, s, scan, got, held, now, rd); err != nil {
+			return nil, err
+		}
+	}
+	if len(scan) > 0 {
 		byDay, err := c.scanDays(ctx, s, levelModel, scan, nil, rd)
 		if err != nil {
 			return nil, err
@@ -666,6 +704,7 @@ func (c *reportCache) modelViews(ctx context.Context, s *Service, days []string,
 		got[d] = v
 		c.put(levelModel, d, v)
 	}
+	c.saveClosed(ctx, s, levelModel, days, got, nil)
 	return got, nil
 }
 
@@ -697,6 +736,12 @@ func (c *reportCache) levelViews(ctx context.Context, s *Service, lvl int, days 
 		}
 		out[d] = v
 		c.put(lvl, d, v)
+	}
+	if len(missing) > 0 {
+		var err error
+		if missing, err = c.loadLevel(ctx, s, lvl, missing, model, out, agg, rd); err != nil {
+			return nil, err
+		}
 	}
 	if len(missing) == 0 {
 		return out, nil
@@ -789,9 +834,7 @@ func (c *reportCache) followPairs(ctx context.Context, s *Service, day string, v
 // lookupModel reads the model-level documents of day by _id, one per known pair.
 func (c *reportCache) lookupModel(ctx context.Context, s *Service, day string, rd *ReadStats) (map[pairKey]counts, error) {
 	c.mu.Lock()
-	pairs := slices.SortedFunc(maps.Keys(c.pairs), func(a, b pairKey) int {
-		return cmp.Or(strings.Compare(a.provider, b.provider), strings.Compare(a.model, b.model))
-	})
+	pairs := slices.SortedFunc(maps.Keys(c.pairs), comparePairs)
 	c.mu.Unlock()
 	fp := map[pairKey]counts{}
 	for _, p := range pairs {
