@@ -118,6 +118,10 @@ type Service struct {
 	// returned it (bson.ObjectID → *subDoc, never modified once stored). Read and written only
 	// under the user's lock (onSub); see currentSub.
 	shadow sync.Map
+	// early counts, per user, the reservations answered before they were written
+	// (bson.ObjectID → *earlyUser; early.go); earlyJobs are those writes.
+	early     sync.Map
+	earlyJobs sync.WaitGroup
 	// rollupQ batches the rollup writes of turns settled concurrently (see record).
 	rollupQ groupCommit[*Entry]
 	// reports is the cost report's day views (report.go); set once by New.

@@ -20,6 +20,10 @@ type ReserveRequest struct {
 	Tool, Provider, Model string
 	PromptTokens          int64 // estimated prompt size
 	MaxTokens             int64 // requested output cap; 0: the model's maximum
+	// Fresh says the caller made RequestID for this call alone (the hub: user, client id and
+	// a new message id), so it cannot name an earlier reservation; such a request may be
+	// answered before it is written (early.go).
+	Fresh bool
 }
 
 // Reservation is a hold of credits for one turn, to be settled exactly once.
@@ -31,6 +35,9 @@ type Reservation struct {
 	MaxTokens             int64 // possibly lowered to what the balance pays for
 	CapLowered            bool  // a reply cut at MaxTokens ends with finishReason credits_exhausted
 	CreditsLeft           int64 // balance after reserving
+	// written is the pending write of a reservation answered early (early.go); nil when it
+	// was written before the answer.
+	written *earlyWrite
 }
 
 // Outcome is how a turn ended, reported by the hub to Settle.
@@ -56,14 +63,32 @@ const defaultMaxTokens = 4096
 // subscription (balance ≥ n and no hold yet for this request) between a pending and an applied
 // ledger entry. Retrying a request id returns the same reservation without holding twice. An
 // unknown model is an error before anything is written.
+//
+// With the store's only writer, a fresh request the balance covers is answered before it is
+// written (early.go); its Settle waits for the write.
 func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, error) {
+	r, credits, now, err := s.prepareReserve(r)
+	if err != nil {
+		return nil, err
+	}
+	if res, ok := s.reserveEarly(ctx, r, credits, now); ok {
+		return res, nil
+	}
+	release := s.holdEarly(r.UserID)
+	defer release()
+	return s.reserveNow(ctx, r, false)
+}
+
+// prepareReserve validates r, gives it the model's output cap when it has none and returns the
+// credits of its worst case.
+func (s *Service) prepareReserve(r ReserveRequest) (ReserveRequest, int64, time.Time, error) {
 	if r.RequestID == "" || r.UserID.IsZero() || r.Provider == "" || r.Model == "" || r.PromptTokens < 0 || r.MaxTokens < 0 {
-		return nil, fmt.Errorf("%w: reserve needs requestId, userId, provider, model and non-negative token counts", ErrBadRequest)
+		return r, 0, time.Time{}, fmt.Errorf("%w: reserve needs requestId, userId, provider, model and non-negative token counts", ErrBadRequest)
 	}
 	now := s.now().UTC()
 	price, err := s.o.Prices.Price(r.Provider, r.Model, now)
 	if err != nil {
-		return nil, fmt.Errorf("billing: reserve: %w", err)
+		return r, 0, now, fmt.Errorf("billing: reserve: %w", err)
 	}
 	if r.MaxTokens == 0 {
 		r.MaxTokens = price.MaxOutput
@@ -72,12 +97,20 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 		}
 	}
 	credits, err := s.worstCase(r, now)
+	return r, credits, now, err
+}
+
+// reserveNow writes a reservation: the protocol Reserve describes. early is set for the
+// write of a reservation already answered (early.go): it must not roll a period over, which
+// waits for the early writes in flight, its own among them; the next reservation will.
+func (s *Service) reserveNow(ctx context.Context, r ReserveRequest, early bool) (*Reservation, error) {
+	r, credits, now, err := s.prepareReserve(r)
 	if err != nil {
 		return nil, err
 	}
 	// A known period end that has passed: roll the period over before spending (lazy check;
 	// the cache is filled by earlier reserves, so this costs no read on the hot path).
-	if end, ok := s.periodEnd.Load(r.UserID); ok && !now.Before(end.(time.Time)) {
+	if end, ok := s.periodEnd.Load(r.UserID); ok && !early && !now.Before(end.(time.Time)) {
 		if err := s.rolloverUser(ctx, r.UserID); err != nil {
 			s.log.Warn("billing: period rollover failed", "user", r.UserID.Hex(), "err", err)
 		}
@@ -133,7 +166,7 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 				// marks it. The turn may proceed.
 				s.log.Warn("billing: reserve applied but ledger not marked", "requestId", e.RequestID, "err", err)
 			}
-			if !after.Billing.NextBillingDate.IsZero() && !now.Before(after.Billing.NextBillingDate) {
+			if !early && !after.Billing.NextBillingDate.IsZero() && !now.Before(after.Billing.NextBillingDate) {
 				// Learned only now that the period is over: roll over for the next turn.
 				if err := s.rolloverUser(ctx, e.UserID); err != nil {
 					s.log.Warn("billing: period rollover failed", "user", e.UserID.Hex(), "err", err)
@@ -174,6 +207,11 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 		}
 		s.notePeriod(e.UserID, sub.Billing.NextBillingDate)
 		if !sub.Billing.NextBillingDate.IsZero() && !now.Before(sub.Billing.NextBillingDate) {
+			if early {
+				// A rollover waits for the early writes, this one among them (see reserveNow).
+				_ = s.markVoid(ctx, e.ID, "period ended before the early write")
+				return nil, fmt.Errorf("billing: reserve %q: the period ended before the reservation was written", r.RequestID)
+			}
 			if err := s.rolloverUser(ctx, e.UserID); err != nil {
 				return nil, err
 			}
@@ -325,6 +363,9 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	case StatusDone, StatusCancelled, StatusFailed, StatusAbandoned:
 	default:
 		return nil, fmt.Errorf("%w: unknown status %q", ErrBadRequest, o.Status)
+	}
+	if err := res.waitWritten(ctx); err != nil {
+		return nil, err
 	}
 	if o.At.IsZero() {
 		o.At = s.now()

@@ -117,6 +117,11 @@ func (a *app) close(ctx context.Context) {
 	if a.hub != nil {
 		a.hub.Shutdown(ctx)
 	}
+	if a.billing != nil {
+		// Reservations answered before they were written: their writes finish before the
+		// store closes (their turns' settles wait for them too).
+		a.billing.WaitEarly()
+	}
 	if a.tools != nil {
 		a.tools(ctx)
 	}
@@ -167,8 +172,10 @@ func (unbilled) LiveCost(chat.Reservation, string, string, providers.Usage) (int
 }
 
 func (b billAdapter) Reserve(ctx context.Context, r chat.ReserveRequest) (chat.Reservation, error) {
+	// Fresh: the hub's request ids hold a message id made for the turn, so billing may answer
+	// before the reservation is written (billing/early.go).
 	res, err := b.s.Reserve(ctx, billing.ReserveRequest{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool,
-		Provider: r.Provider, Model: r.Model, PromptTokens: r.PromptTokens, MaxTokens: r.MaxTokens})
+		Provider: r.Provider, Model: r.Model, PromptTokens: r.PromptTokens, MaxTokens: r.MaxTokens, Fresh: true})
 	if errors.Is(err, billing.ErrInsufficientCredits) {
 		return chat.Reservation{}, chat.ErrInsufficientCredits
 	}

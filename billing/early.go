@@ -1,0 +1,147 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// Early answers: a reservation answered before it is written.
+//
+// Why: a reservation is three writes to the embedded server (pending entry, subscription,
+// applied entry), ~5 ms on an idle machine and hundreds of milliseconds when many turns are
+// recorded at once, and every one of them used to stand between a user's message and its first
+// token. When this process is the store's only writer (locking "local"), its copy of each
+// subscription (the shadow, see currentSub) is the truth, so it can decide a reservation in
+// memory and write it behind the answer, while the call to the provider is already under way.
+//
+// What keeps it exact:
+//   - Only a fresh request (ReserveRequest.Fresh: an id made for this call alone) is answered
+//     early, so the write cannot meet an earlier entry of the same id.
+//   - The decision counts the credits of the user's early reservations still being written
+//     (earlyUser.reserved) as spent, so the writes cannot overdraw the balance in any order;
+//     a reservation the balance does not cover with that margin takes the synchronous path.
+//   - Every other step that lowers or sets a user's balance (a reservation on the synchronous
+//     path, a grant, a reset, a plan change) first stops early answers for that user and waits
+//     for the ones in flight (holdEarly): the guard of an early write never fails because of
+//     a decision it was not counted in.
+//   - Settle waits for the reservation's write before releasing it, and fails if it failed.
+//
+// What a crash costs: a turn whose reservation was not written yet dies with the process
+// without a ledger entry or a hold, as if it had never been reserved; its partial reply is not
+// charged and no credit is lost or created.
+
+// earlyWrite is the write of one early reservation; err is set before done is closed.
+type earlyWrite struct {
+	done chan struct{}
+	err  error
+}
+
+// earlyUser counts one user's early reservations in flight. Its fields are owned by mu.
+type earlyUser struct {
+	mu       sync.Mutex
+	reserved int64      // credits answered early and not yet written into the subscription
+	inflight int        // early writes running
+	blocked  int        // synchronous steps running or waiting: no early answer meanwhile
+	idle     *sync.Cond // broadcast when inflight drops to 0
+}
+
+func (s *Service) earlyUser(userID bson.ObjectID) *earlyUser {
+	if v, ok := s.early.Load(userID); ok {
+		return v.(*earlyUser)
+	}
+	u := &earlyUser{}
+	u.idle = sync.NewCond(&u.mu)
+	v, _ := s.early.LoadOrStore(userID, u)
+	return v.(*earlyUser)
+}
+
+// holdEarly stops early answers for the user and waits until none is being written; the
+// returned func lets them resume. A no-op unless early answers are possible (locking "local").
+func (s *Service) holdEarly(userID bson.ObjectID) (release func()) {
+	if !s.localOnly {
+		return func() {}
+	}
+	u := s.earlyUser(userID)
+	u.mu.Lock()
+	u.blocked++
+	for u.inflight > 0 {
+		u.idle.Wait()
+	}
+	u.mu.Unlock()
+	return func() {
+		u.mu.Lock()
+		u.blocked--
+		u.mu.Unlock()
+	}
+}
+
+// reserveEarly answers r at once when the user's balance, less the early reservations still
+// being written, covers credits; ok is false when r must take the synchronous path.
+func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits int64, now time.Time) (res *Reservation, ok bool) {
+	if !s.localOnly || !r.Fresh {
+		return nil, false
+	}
+	u := s.earlyUser(r.UserID)
+	u.mu.Lock()
+	// The shadow is read under u.mu: a finished early write stores its shadow before it
+	// takes u.mu to give back its count, so an early reservation is counted at least once.
+	v, loaded := s.shadow.Load(r.UserID)
+	if !loaded || u.blocked > 0 {
+		u.mu.Unlock()
+		return nil, false
+	}
+	sub := v.(*subDoc)
+	end := sub.Billing.NextBillingDate
+	left := sub.Features.AICredits - u.reserved - credits
+	if (!end.IsZero() && !now.Before(end)) || left < 0 {
+		u.mu.Unlock() // a period to roll over, or a balance to look at closely
+		return nil, false
+	}
+	u.reserved += credits
+	u.inflight++
+	u.mu.Unlock()
+
+	w := &earlyWrite{done: make(chan struct{})}
+	s.earlyJobs.Go(func() {
+		// The turn may be cancelled at once; the write must still happen or the settle fails.
+		got, err := s.reserveNow(context.WithoutCancel(ctx), r, true)
+		if err == nil && (got.Credits != credits || got.CapLowered) {
+			// Cannot happen while holdEarly guards every other balance change.
+			err = fmt.Errorf("billing: early reservation %q written as %d credits, answered %d", r.RequestID, got.Credits, credits)
+		}
+		w.err = err
+		u.mu.Lock()
+		u.reserved -= credits
+		u.inflight--
+		if u.inflight == 0 {
+			u.idle.Broadcast()
+		}
+		u.mu.Unlock()
+		close(w.done)
+	})
+	return &Reservation{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
+		Credits: credits, MaxTokens: r.MaxTokens, CreditsLeft: left, written: w}, true
+}
+
+// waitWritten waits for an early reservation's write and returns its error.
+func (res *Reservation) waitWritten(ctx context.Context) error {
+	if res.written == nil {
+		return nil
+	}
+	select {
+	case <-res.written.done:
+	case <-ctx.Done():
+		return fmt.Errorf("billing: settle: waiting for the reservation's write: %w", ctx.Err())
+	}
+	if res.written.err != nil {
+		return fmt.Errorf("billing: settle: the reservation %q was not written: %w", res.RequestID, res.written.err)
+	}
+	return nil
+}
+
+// WaitEarly waits until every early reservation answered so far is written (shutdown, tests).
+func (s *Service) WaitEarly() { s.earlyJobs.Wait() }
