@@ -46,6 +46,9 @@ type Outcome struct {
 	ProducedOutput bool      // at least one delta was sent
 	Status         string    // StatusDone, StatusCancelled, StatusFailed or StatusAbandoned
 	At             time.Time // when the turn ended; zero: now
+	// Reason, when set, is kept on the settle entry: why the outcome differs from what the
+	// client saw (e.g. a reply sent but not stored, settled as failed without output).
+	Reason string
 }
 
 // Settlement is what a turn cost and what was charged.
@@ -384,7 +387,7 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 		Credits: res.Credits - charged, Reserved: res.Credits, Charged: charged,
 		Tool: res.Tool, Provider: res.Provider, Model: res.Model, MaxTokens: res.MaxTokens,
 		Usage:      &UsageDoc{Input: u.Input, Output: u.Output, CacheRead: u.CacheRead, CacheWrite: u.CacheWrite, Reasoning: u.Reasoning, Estimated: u.Estimated},
-		CostMicros: cost.Micros, PriceID: cost.PriceID, Status: o.Status, Output: o.ProducedOutput,
+		CostMicros: cost.Micros, PriceID: cost.PriceID, Status: o.Status, Output: o.ProducedOutput, Reason: o.Reason,
 		At: o.At, Day: dayOf(o.At), Rollup: "claimed", CreatedAt: s.now().UTC()}
 	return s.settleEntry(ctx, e)
 }

@@ -216,3 +216,28 @@ func TestConcurrentReservesTwoInstances(t *testing.T) {
 		})
 	}
 }
+
+// An outcome's reason is kept on the settle entry, so the ledger says why a turn whose output
+// the client saw was settled as failed without output.
+func TestSettleKeepsReason(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCall, 0)
+	u := newUser(t, s, 3)
+	res, err := s.Reserve(ctx, req(u, "reason-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const why = "reply not stored (done, output sent: true): settled as failed, not charged"
+	st, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 10, Output: 5}, Status: StatusFailed, Reason: why})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.findEntry(ctx, "reason-1", PhaseSettle)
+	if err != nil || got == nil {
+		t.Fatalf("settle entry: %v, %v", got, err)
+	}
+	if got.Reason != why || st.Credits != 0 || checkLedger(t, s, u) != 3 {
+		t.Fatalf("entry reason %q, charged %d", got.Reason, st.Credits)
+	}
+}

@@ -74,6 +74,9 @@ type Outcome struct {
 	ProducedOutput bool
 	Status         string // done | cancelled | failed | abandoned
 	At             time.Time
+	// Reason says why the outcome differs from what the client saw; billing keeps it on the
+	// turn's settle entry.
+	Reason string
 }
 
 // Settlement is what a turn cost.

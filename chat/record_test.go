@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +135,10 @@ func TestUnstoredTurnEndsInErrorAndIsNotCharged(t *testing.T) {
 			o := settledOutcome(t, bill, user.Hex(), "r1")
 			if o.Status != statusFailed || o.ProducedOutput {
 				t.Fatalf("settled with %+v, want failed and no output (nothing charged)", o)
+			}
+			// The ledger keeps what the client saw: output was sent, the reply was not stored.
+			if wantReason := fmt.Sprintf("output sent: %v", tc.wantDeltas); tc.wantStored && !strings.Contains(o.Reason, wantReason) {
+				t.Fatalf("settled with reason %q, want it to say %q", o.Reason, wantReason)
 			}
 			if tc.wantDeltas && o.Usage.Output == 0 {
 				t.Fatalf("settled with usage %+v: the provider's usage is lost", o.Usage)

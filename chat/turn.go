@@ -3,6 +3,7 @@ package chat
 import (
 	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"sync"
@@ -592,6 +593,7 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) 
 // (docs/billing.md), and the one billing's reconcile and rollups expect to have no stored
 // message. The usage is kept: the provider was paid, and the cost report says so.
 func unstored(o Outcome) Outcome {
+	o.Reason = fmt.Sprintf("reply not stored (%s, output sent: %v): settled as failed, not charged", o.Status, o.ProducedOutput)
 	o.Status = statusFailed
 	o.ProducedOutput = false
 	return o

@@ -191,7 +191,7 @@ func (b billAdapter) Settle(ctx context.Context, r chat.Reservation, o chat.Outc
 	if o.Provider != "" {
 		res.Provider, res.Model = o.Provider, o.Model
 	}
-	s, err := b.s.Settle(ctx, &res, billing.Outcome{Usage: o.Usage, ProducedOutput: o.ProducedOutput, Status: o.Status, At: o.At})
+	s, err := b.s.Settle(ctx, &res, billing.Outcome{Usage: o.Usage, ProducedOutput: o.ProducedOutput, Status: o.Status, At: o.At, Reason: o.Reason})
 	if err != nil {
 		return chat.Settlement{}, err
 	}
