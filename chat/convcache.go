@@ -35,6 +35,17 @@ type histMsg struct {
 	id      bson.ObjectID
 	role    string
 	message string
+	at      time.Time // the message's timestamp: the order a database read gives
+}
+
+// withMsg puts h into msgs (newest first) where a database read would place it, by timestamp:
+// two turns of one conversation may be recorded in another order than their timestamps.
+func withMsg(msgs []histMsg, h histMsg) []histMsg {
+	i := 0
+	for i < len(msgs) && msgs[i].at.After(h.at) {
+		i++
+	}
+	return append(msgs[:i:i], append([]histMsg{h}, msgs[i:]...)...)
 }
 
 type convEntry struct {
@@ -91,7 +102,7 @@ func (c *convCache) get(k convKey) (msgs []model.ChatMessage, hit bool, lead *co
 			c.ll.MoveToFront(el)
 			out := make([]model.ChatMessage, len(e.msgs))
 			for i, h := range e.msgs {
-				out[i] = model.ChatMessage{ID: h.id, Role: h.role, Message: h.message}
+				out[i] = model.ChatMessage{ID: h.id, Role: h.role, Message: h.message, Timestamp: h.at}
 			}
 			return out, true, nil
 		}
@@ -125,11 +136,11 @@ func (c *convCache) fill(k convKey, lead *convEntry, loaded []model.ChatMessage,
 	msgs := make([]histMsg, 0, len(loaded)+len(e.pending))
 	for _, m := range loaded {
 		seen[m.ID] = true
-		msgs = append(msgs, histMsg{id: m.ID, role: m.Role, message: m.Message})
+		msgs = append(msgs, histMsg{id: m.ID, role: m.Role, message: m.Message, at: m.Timestamp})
 	}
-	for _, p := range e.pending { // oldest first: each goes in front
+	for _, p := range e.pending {
 		if !seen[p.id] {
-			msgs = append([]histMsg{p}, msgs...)
+			msgs = withMsg(msgs, p)
 		}
 	}
 	e.msgs, e.pending, e.loading, e.loadedAt = c.trim(msgs), nil, false, time.Now()
@@ -149,12 +160,12 @@ func (c *convCache) recorded(db string, docs []any) {
 			continue // not cached: its first read loads it whole
 		}
 		e := el.Value.(*convEntry)
-		h := histMsg{id: m.ID, role: m.Role, message: m.Message}
+		h := histMsg{id: m.ID, role: m.Role, message: m.Message, at: m.Timestamp}
 		if e.loading {
 			e.pending = append(e.pending, h)
 			continue
 		}
-		e.msgs = c.trim(append([]histMsg{h}, e.msgs...))
+		e.msgs = c.trim(withMsg(e.msgs, h))
 	}
 }
 

@@ -84,6 +84,47 @@ func TestConvCache(t *testing.T) {
 	}
 }
 
+// Two turns of one conversation may be recorded in another order than their timestamps: the
+// cache orders them as a database read would, newest timestamp first, whether they arrive
+// after the load or while it runs.
+func TestConvCacheOrdersByTimestamp(t *testing.T) {
+	u := bson.NewObjectID()
+	at := func(m model.ChatMessage, sec int) model.ChatMessage {
+		m.Timestamp = time.Date(2026, 11, 27, 12, 0, sec, 0, time.UTC)
+		return m
+	}
+	stored := []model.ChatMessage{at(msg(u, "s", "assistant", "t2"), 2), at(msg(u, "s", "user", "t1"), 1)}
+	cases := []struct {
+		name        string
+		duringLoad  bool
+		recordOrder []int // seconds of the messages, in the order they are recorded
+	}{
+		{"after the load, out of order", false, []int{5, 3, 4}},
+		{"while loading, out of order", true, []int{5, 3, 4}},
+		{"in order", false, []int{3, 4, 5}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			k := convKey{"db", u, "s"}
+			c := newConvCache(10, 6000)
+			_, _, lead := c.get(k)
+			if !tc.duringLoad {
+				c.fill(k, lead, stored, nil)
+			}
+			for _, sec := range tc.recordOrder {
+				c.recorded("db", []any{at(msg(u, "s", "user", fmt.Sprint("t", sec)), sec)})
+			}
+			if tc.duringLoad {
+				c.fill(k, lead, stored, nil)
+			}
+			got, _, _ := c.get(k)
+			if want := []string{"t5", "t4", "t3", "t2", "t1"}; fmt.Sprint(texts(got)) != fmt.Sprint(want) {
+				t.Fatalf("cached %v, want %v", texts(got), want)
+			}
+		})
+	}
+}
+
 func TestConvCacheKeepsTheLatest(t *testing.T) {
 	u := bson.NewObjectID()
 	k := convKey{"db", u, "s"}
