@@ -46,9 +46,12 @@ type turn struct {
 	f        protocol.ClientFrame
 	session  string
 	msgID    bson.ObjectID
-	bufKey   string // stream buffer key
-	ctx      context.Context
-	stop     context.CancelFunc
+	// completed is the finished turn for Options.Events, set by record and told by finish
+	// (the turn's own goroutine, both).
+	completed *CompletedTurn
+	bufKey    string // stream buffer key
+	ctx       context.Context
+	stop      context.CancelFunc
 
 	mu       sync.Mutex
 	sink     *conn       // guarded by mu: the attached connection, nil while detached
@@ -198,6 +201,9 @@ func (t *turn) finish() {
 		sink.mu.Unlock()
 	}
 	t.stop()
+	if t.completed != nil {
+		t.h.o.Events.TurnCompleted(t.h.baseCtx, *t.completed)
+	}
 	t.h.turnsWG.Done()
 }
 
@@ -225,7 +231,16 @@ func (t *turn) emit(kind byte, seq uint64, text string, raw []byte) {
 		data = append(data, raw...)
 	}
 	// The buffer outlives the turn by a grace period so a late resume still gets the end.
-	if err := t.h.o.KV.Append(context.Background(), t.bufKey, t.entrySeq, data, 2*t.h.o.Grace+time.Minute); err != nil {
+	ttl := 2*t.h.o.Grace + time.Minute
+	err := t.h.o.KV.Append(context.Background(), t.bufKey, t.entrySeq, data, ttl)
+	if errors.Is(err, kv.ErrSeqNotRising) && t.entrySeq == 1 {
+		// The id belonged to a reply that has ended (ids are unique among running replies
+		// only) and its buffer is still kept: drop it, or a resume would replay that reply.
+		if err = t.h.o.KV.DropStream(context.Background(), t.bufKey); err == nil {
+			err = t.h.o.KV.Append(context.Background(), t.bufKey, t.entrySeq, data, ttl)
+		}
+	}
+	if err != nil {
 		t.h.o.Log.Warn("stream buffer append failed", "err", err)
 	}
 	if kind == entryTerminal {
@@ -581,9 +596,11 @@ func (t *turn) record(p *prompt, res Reservation, r *streamResult, plan string) 
 		return
 	}
 	if h.o.Events != nil {
-		h.o.Events.TurnCompleted(h.baseCtx, CompletedTurn{UserID: t.key.user, Plan: plan, Tool: t.tool.ID, SessionID: t.session,
+		// Told by finish, once the turn no longer holds its id: the listeners' work (webhooks)
+		// must not keep the client from reusing it, nor count against its turns in flight.
+		t.completed = &CompletedTurn{UserID: t.key.user, Plan: plan, Tool: t.tool.ID, SessionID: t.session,
 			ID: t.key.id, Provider: r.provider, Model: r.model, Status: status, Finish: finish, Usage: r.usage,
-			CostMicros: costMicros, CreditsLeft: set.CreditsLeft})
+			CostMicros: costMicros, CreditsLeft: set.CreditsLeft}
 	}
 }
 
