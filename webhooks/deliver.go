@@ -129,12 +129,17 @@ func (s *Service) ChatCompleted(ctx context.Context, userID bson.ObjectID, tool 
 func (s *Service) CreditsLow(ctx context.Context, userID bson.ObjectID, tool string, payload any) error {
 	now := s.o.Now().UTC()
 	marker := "credits.low:" + userID.Hex() + ":" + now.Format(time.DateOnly)
+	if _, seen := s.lowClaimed.Load(marker); seen {
+		return nil
+	}
 	if _, err := s.claims.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "at", Value: now}}); err != nil {
 		if mongo.IsDuplicateKeyError(err) {
+			s.noteLowClaimed(marker)
 			return nil
 		}
 		return fmt.Errorf("webhooks: credits.low marker: %w", err)
 	}
+	s.noteLowClaimed(marker)
 	if tool != "" {
 		return s.Emit(ctx, tool, userID, EventCreditsLow, payload)
 	}
@@ -145,6 +150,15 @@ func (s *Service) CreditsLow(ctx context.Context, userID bson.ObjectID, tool str
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// noteLowClaimed remembers a claimed credits.low marker (see Service.lowClaimed).
+func (s *Service) noteLowClaimed(marker string) {
+	if s.lowCount.Add(1) > 100_000 {
+		s.lowClaimed.Clear()
+		s.lowCount.Store(0)
+	}
+	s.lowClaimed.Store(marker, struct{}{})
 }
 
 // CreditsAreLow reports whether balance is under 10% of the plan's credits: the credits.low

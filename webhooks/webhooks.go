@@ -24,6 +24,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maula-ai/maula-chat/httpx"
@@ -126,6 +127,12 @@ type Service struct {
 	// by this instance's own changes and expire after hookCacheTTL otherwise.
 	cacheMu sync.Mutex
 	cache   map[string]cachedHooks
+
+	// lowClaimed holds the credits.low markers this instance has seen claimed (string →
+	// struct{}): a user under the threshold reaches CreditsLow on every turn, and the marker's
+	// insert would be one failed write each time. Cleared when it grows past 100,000 entries.
+	lowClaimed sync.Map
+	lowCount   atomic.Int64
 
 	// cleanedAt is when the worker last removed old claims and finished deliveries; owned by
 	// the worker loop (Run).

@@ -65,7 +65,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		biller = unbilled{}
 	}
 	a.hub, err = chat.New(ctx, chat.Options{Auth: authAdapter{a.auth}, Billing: biller, Unrecorded: cfg.Recording == "off",
-		Events:    turnEvents{wh: tapi.webhooks, plans: a.auth.Plans(), log: log},
+		Events:    turnEvents{wh: tapi.webhooks, plans: a.auth.Plans(), log: log, billed: cfg.Recording != "off"},
 		Providers: reg, Prices: reg.Prices(), Mongo: st.mongo, KV: st.kv, Tools: tools.Default(), Log: log,
 		AllowedOrigins: cfg.AllowedOrigins, CookieName: auth.CookieName, Grace: cfg.GracePeriod, Metrics: srv.Registry})
 	if err != nil {
@@ -205,9 +205,10 @@ func (b billAdapter) LiveCost(r chat.Reservation, provider, model string, u prov
 // turnEvents turns finished chat turns into webhook events: chat.completed always, and
 // credits.low when the balance fell under a tenth of the plan's credits.
 type turnEvents struct {
-	wh    *webhooks.Service
-	plans *plans.Table
-	log   *slog.Logger
+	wh     *webhooks.Service
+	plans  *plans.Table
+	log    *slog.Logger
+	billed bool // false with MAULA_RECORDING=off: there is no balance to be low
 }
 
 func (e turnEvents) TurnCompleted(ctx context.Context, t chat.CompletedTurn) {
@@ -218,7 +219,7 @@ func (e turnEvents) TurnCompleted(ctx context.Context, t chat.CompletedTurn) {
 	if err := e.wh.ChatCompleted(ctx, t.UserID, t.Tool, payload); err != nil {
 		e.log.Warn("queue chat.completed", "err", err)
 	}
-	if p, ok := e.plans.Get(t.Plan); ok && webhooks.CreditsAreLow(t.CreditsLeft, p.AICredits) {
+	if p, ok := e.plans.Get(t.Plan); e.billed && ok && webhooks.CreditsAreLow(t.CreditsLeft, p.AICredits) {
 		if err := e.wh.CreditsLow(ctx, t.UserID, "", map[string]any{"creditsLeft": t.CreditsLeft, "planCredits": p.AICredits}); err != nil {
 			e.log.Warn("queue credits.low", "err", err)
 		}
