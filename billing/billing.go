@@ -115,13 +115,19 @@ type Service struct {
 	// subscription was replaced) is detected by the read and looked up again.
 	subIDs sync.Map
 	// shadow holds, with locking "local", each user's subscription as the last updateSub
-	// returned it (bson.ObjectID → *subDoc, never modified once stored). Read and written only
-	// under the user's lock (onSub); see currentSub.
+	// returned it (bson.ObjectID → *subDoc, never modified once stored). Written only under
+	// the user's lock (onSub), read there (currentSub) and, without it, by reserveEarly, which
+	// counts the early writes not yet in it (early.go).
 	shadow sync.Map
 	// early counts, per user, the reservations answered before they were written
-	// (bson.ObjectID → *earlyUser; early.go); earlyJobs are those writes.
-	early     sync.Map
-	earlyJobs sync.WaitGroup
+	// (bson.ObjectID → *earlyUser; early.go); earlyJobs are those writes. earlyClosed (owned
+	// by earlyMu) is set by WaitEarly: no write may start after it.
+	early       sync.Map
+	earlyJobs   sync.WaitGroup
+	earlyMu     sync.RWMutex
+	earlyClosed bool
+	// earlyFault fails early writes in tests; nil otherwise.
+	earlyFault func(ReserveRequest) error
 	// rollupQ batches the rollup writes of turns settled concurrently (see record).
 	rollupQ groupCommit[*Entry]
 	// reports is the cost report's day views (report.go); set once by New.

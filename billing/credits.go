@@ -79,7 +79,7 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 	}
 	release := s.holdEarly(r.UserID)
 	defer release()
-	return s.reserveNow(ctx, r, false)
+	return s.reserveNow(ctx, r, credits, now, false)
 }
 
 // prepareReserve validates r, gives it the model's output cap when it has none and returns the
@@ -103,14 +103,12 @@ func (s *Service) prepareReserve(r ReserveRequest) (ReserveRequest, int64, time.
 	return r, credits, now, err
 }
 
-// reserveNow writes a reservation: the protocol Reserve describes. early is set for the
-// write of a reservation already answered (early.go): it must not roll a period over, which
-// waits for the early writes in flight, its own among them; the next reservation will.
-func (s *Service) reserveNow(ctx context.Context, r ReserveRequest, early bool) (*Reservation, error) {
-	r, credits, now, err := s.prepareReserve(r)
-	if err != nil {
-		return nil, err
-	}
+// reserveNow writes a reservation of credits for r, prepared at now (prepareReserve): the
+// protocol Reserve describes. early is set for the write of a reservation already answered
+// (early.go), which must hold what the answer said, priced when it was given, and must not
+// roll a period over: that waits for the early writes in flight, its own among them; the next
+// reservation will.
+func (s *Service) reserveNow(ctx context.Context, r ReserveRequest, credits int64, now time.Time, early bool) (*Reservation, error) {
 	// A known period end that has passed: roll the period over before spending (lazy check;
 	// the cache is filled by earlier reserves, so this costs no read on the hot path).
 	if end, ok := s.periodEnd.Load(r.UserID); ok && !early && !now.Before(end.(time.Time)) {
@@ -368,7 +366,18 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 		return nil, fmt.Errorf("%w: unknown status %q", ErrBadRequest, o.Status)
 	}
 	if err := res.waitWritten(ctx); err != nil {
-		return nil, err
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		// The turn ran on an answer that was never written: reserve now, so that what was
+		// delivered is billed like any turn (capped at what the balance pays for).
+		again, rerr := s.reserveAgain(ctx, res, o)
+		if rerr != nil {
+			s.log.Error("billing: a turn answered early is unbilled", "requestId", res.RequestID, "err", err, "again", rerr)
+			return nil, fmt.Errorf("%w; reserving again: %w", err, rerr)
+		}
+		s.log.Warn("billing: an early reservation's write failed; reserved again at settle", "requestId", res.RequestID, "err", err)
+		res = again
 	}
 	if o.At.IsZero() {
 		o.At = s.now()
@@ -515,4 +524,17 @@ func settlement(e *Entry) *Settlement {
 	}
 	return &Settlement{CostMicros: e.CostMicros, CostUSD: float64(e.CostMicros) / 1e6, PriceID: e.PriceID,
 		Credits: charged, CreditsLeft: e.BalanceAfter}
+}
+
+// reserveAgain reserves, synchronously, for a turn whose early reservation was not written
+// (early.go), sized on what the turn used: its input as the prompt, its cap as the output.
+func (s *Service) reserveAgain(ctx context.Context, res *Reservation, o Outcome) (*Reservation, error) {
+	r, credits, now, err := s.prepareReserve(ReserveRequest{RequestID: res.RequestID, UserID: res.UserID, Tool: res.Tool,
+		Provider: res.Provider, Model: res.Model, PromptTokens: o.Usage.Input, MaxTokens: res.MaxTokens})
+	if err != nil {
+		return nil, err
+	}
+	release := s.holdEarly(r.UserID)
+	defer release()
+	return s.reserveNow(ctx, r, credits, now, false)
 }

@@ -30,6 +30,10 @@ import (
 //     a decision it was not counted in.
 //   - Settle waits for the reservation's write before releasing it, and fails if it failed.
 //
+// What a failed write costs: nothing either. Settle finds the write failed and reserves again,
+// synchronously, sized on what the turn used, before settling as usual; only when the balance
+// cannot pay for that (or the store keeps failing) is the turn unbilled, logged as an error.
+//
 // What a crash costs: a turn whose reservation was not written yet dies with the process
 // without a ledger entry or a hold, as if it had never been reserved; its partial reply is not
 // charged and no credit is lost or created.
@@ -101,14 +105,25 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 		u.mu.Unlock() // a period to roll over, or a balance to look at closely
 		return nil, false
 	}
+	s.earlyMu.RLock() // WaitEarly may have begun: no new write after it (sync.WaitGroup's rule)
+	if s.earlyClosed {
+		s.earlyMu.RUnlock()
+		u.mu.Unlock()
+		return nil, false
+	}
 	u.reserved += credits
 	u.inflight++
 	u.mu.Unlock()
 
 	w := &earlyWrite{done: make(chan struct{})}
+	defer s.earlyMu.RUnlock()
 	s.earlyJobs.Go(func() {
 		// The turn may be cancelled at once; the write must still happen or the settle fails.
-		got, err := s.reserveNow(context.WithoutCancel(ctx), r, true)
+		var got *Reservation
+		err := s.testEarlyFault(r)
+		if err == nil {
+			got, err = s.reserveNow(context.WithoutCancel(ctx), r, credits, now, true)
+		}
 		if err == nil && (got.Credits != credits || got.CapLowered) {
 			// Cannot happen while holdEarly guards every other balance change.
 			err = fmt.Errorf("billing: early reservation %q written as %d credits, answered %d", r.RequestID, got.Credits, credits)
@@ -143,5 +158,19 @@ func (res *Reservation) waitWritten(ctx context.Context) error {
 	return nil
 }
 
-// WaitEarly waits until every early reservation answered so far is written (shutdown, tests).
-func (s *Service) WaitEarly() { s.earlyJobs.Wait() }
+// WaitEarly waits until every early reservation answered so far is written; later
+// reservations take the synchronous path (shutdown).
+func (s *Service) WaitEarly() {
+	s.earlyMu.Lock()
+	s.earlyClosed = true
+	s.earlyMu.Unlock()
+	s.earlyJobs.Wait()
+}
+
+// testEarlyFault, when set by a test, fails the write of an early reservation.
+func (s *Service) testEarlyFault(r ReserveRequest) error {
+	if s.earlyFault == nil {
+		return nil
+	}
+	return s.earlyFault(r)
+}

@@ -85,51 +85,76 @@ func TestEarlyReservationsNeverOverdraw(t *testing.T) {
 	}
 }
 
-// A plan change or a grant that lowers the balance while early writes are in flight waits for
-// them (holdEarly), so none of them fails its guard: every answered turn settles.
+// A grant that lowers the balance while early writes are in flight waits for them
+// (holdEarly): here it then finds the balance too low and is refused, where without the wait it
+// would take credits the early answers counted on and their writes would fail.
 func TestEarlyWritesSurviveBalanceChanges(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	s := e.service(t, PolicyPerCall, 0)
-	u := newUser(t, s, 40)
-	var wg sync.WaitGroup
-	var settled, failed atomic.Int64
-	for i := range 20 {
-		wg.Go(func() {
-			res, err := s.Reserve(ctx, fresh(req(u, fmt.Sprintf("bal-%d", i))))
-			if err != nil {
-				if !errors.Is(err, ErrInsufficientCredits) {
-					t.Error(err)
-				}
-				return
-			}
-			if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 10, Output: 10}, ProducedOutput: true, Status: StatusDone}); err != nil {
-				failed.Add(1)
-				t.Errorf("settle: %v", err)
-				return
-			}
-			settled.Add(1)
-		})
-		if i == 6 {
-			wg.Go(func() {
-				if err := s.Grant(ctx, u, -15, "correction"); err != nil && !errors.Is(err, ErrInsufficientCredits) {
-					t.Error(err)
-				}
-			})
+	u := newUser(t, s, 20)
+	var answered []*Reservation
+	for i := range 10 {
+		res, err := s.Reserve(ctx, fresh(req(u, fmt.Sprintf("bal-%s-%d", u.Hex(), i))))
+		if err != nil {
+			t.Fatal(err)
 		}
-		if i == 13 {
-			wg.Go(func() {
-				if err := s.SetPlan(ctx, u, "free"); err != nil {
-					t.Error(err)
-				}
-			})
+		answered = append(answered, res)
+	}
+	if err := s.Grant(ctx, u, -15, "correction"); !errors.Is(err, ErrInsufficientCredits) {
+		t.Fatalf("grant of -15 with 10 of 20 credits held: %v, want ErrInsufficientCredits", err)
+	}
+	for _, res := range answered {
+		if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 10, Output: 10}, ProducedOutput: true, Status: StatusDone}); err != nil {
+			t.Errorf("settle %s: %v", res.RequestID, err)
 		}
 	}
-	wg.Wait()
-	s.WaitEarly()
-	checkLedger(t, s, u)
-	if failed.Load() != 0 || settled.Load() == 0 {
-		t.Fatalf("%d settled, %d failed", settled.Load(), failed.Load())
+	if got := checkLedger(t, s, u); got != 10 {
+		t.Fatalf("balance %d, want 10", got)
+	}
+}
+
+// An early answer whose write failed is reserved again at Settle, so the delivered turn is
+// billed like any other; a user who cannot pay for it any more is not overdrawn.
+func TestEarlyWriteFailureReservesAgain(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	cases := []struct {
+		name        string
+		drainBefore bool // spend the balance between the answer and the settle
+		wantErr     bool
+		wantBalance int64
+	}{
+		{"balance still covers it", false, false, 4},
+		{"balance spent meanwhile", true, true, 0},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := e.service(t, PolicyPerCall, 0)
+			u := newUser(t, s, 5)
+			s.earlyFault = func(ReserveRequest) error { return errors.New("injected write failure") }
+			res, err := s.Reserve(ctx, fresh(req(u, fmt.Sprintf("fault-%d", i))))
+			if err != nil || res.written == nil {
+				t.Fatalf("reserve: %v (early %v)", err, res != nil && res.written != nil)
+			}
+			<-res.written.done
+			s.earlyFault = nil
+			if c.drainBefore {
+				if err := s.Grant(ctx, u, -5, "spent"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 10, Output: 10}, ProducedOutput: true, Status: StatusDone})
+			if (err != nil) != c.wantErr {
+				t.Fatalf("settle: %v, want error %v", err, c.wantErr)
+			}
+			if err == nil && st.Credits != 1 {
+				t.Fatalf("charged %d, want 1", st.Credits)
+			}
+			if got := checkLedger(t, s, u); got != c.wantBalance {
+				t.Fatalf("balance %d, want %d", got, c.wantBalance)
+			}
+		})
 	}
 }
 
