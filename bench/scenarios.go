@@ -142,27 +142,42 @@ func runTTFT(ctx context.Context, cfg Config, rep *Report) error {
 	if cfg.PerWorker > 0 {
 		per = cfg.PerWorker
 	}
-	r, err := newRig(ctx, cfg, opts, levels[len(levels)-1]/2+1)
+	users := levels[len(levels)-1]/2 + 1
+	r, err := newRig(ctx, cfg, opts, users)
 	if err != nil {
 		return err
 	}
 	defer r.close()
+	// The same turns on a server that records nothing (MAULA_RECORDING=off): what the chat
+	// path adds apart from the store's write throughput, which every turn of the other server
+	// also needs (each worker asks for a turn every period: conc/period recorded turns a
+	// second, beyond the store's throughput at 64 streams, where TTFT then measures the queue).
+	off, err := r.withServer(ctx, cfg, users, "MAULA_RECORDING=off")
+	if err != nil {
+		return err
+	}
+	defer off.close()
 	period := 250 * time.Millisecond
 	for _, conc := range levels {
-		res := rounds(ctx, rep, r, fmt.Sprintf("ttft@%d", conc), []target{targetDirect, targetRelay, targetFull},
+		label := fmt.Sprintf("ttft@%d", conc)
+		res := rounds(ctx, rep, r, label, []target{targetDirect, targetRelay, targetFull},
 			func(t target) loadSpec { return r.spec(t, conc, per, period, 0) })
+		resOff := rounds(ctx, rep, off, label+" recording off", []target{targetFull},
+			func(t target) loadSpec { return off.spec(t, conc, per, period, 0) })
 		for _, q := range []struct {
 			name string
 			q    float64
 		}{{"p50", 0.5}, {"p99", 0.99}} {
-			m := func(t target) float64 {
-				return medianOf(res[t], func(lr *loadResult) float64 { return us(lr.TTFT.Quantile(q.q)) })
-			}
+			quant := func(lr *loadResult) float64 { return us(lr.TTFT.Quantile(q.q)) }
+			m := func(t target) float64 { return medianOf(res[t], quant) }
 			d, rl, f := m(targetDirect), m(targetRelay), m(targetFull)
+			fOff := medianOf(resOff[targetFull], quant)
 			rep.Rows = append(rep.Rows,
 				Row{Scenario: "ttft", Metric: fmt.Sprintf("time to first token %s @%d streams", q.name, conc), Value: f, Relay: rl, Direct: d, Unit: "µs"},
 				Row{Scenario: "ttft", Metric: fmt.Sprintf("added TTFT %s @%d (full turn − direct; relay − direct)", q.name, conc), Value: f - d, Relay: rl - d, Direct: na, Unit: "µs",
-					Note: "full turn: auth'd socket, context + history load, credit reserve"})
+					Note: fmt.Sprintf("full turn: auth'd socket, context + history load, credit reserve; %.0f recorded turns/s asked", float64(conc)/period.Seconds())},
+				Row{Scenario: "ttft", Metric: fmt.Sprintf("added TTFT %s @%d, recording off (full turn − direct)", q.name, conc), Value: fOff - d, Relay: rl - d, Direct: na, Unit: "µs",
+					Note: "MAULA_RECORDING=off: the chat path without the store's writes"})
 		}
 	}
 	addPhases(rep, r.srv)
