@@ -130,7 +130,8 @@ func TestCostsExactAfterTurns(t *testing.T) {
 			for i := range next {
 				tr := &turns[i]
 				res, err := s.Reserve(ctx, ReserveRequest{RequestID: tr.rid, UserID: tr.user, Tool: tr.tool, Provider: tr.pair.provider,
-					Model: tr.pair.model, PromptTokens: tr.usage.Input, MaxTokens: 4096})
+					Model: tr.pair.model, PromptTokens: tr.usage.Input, MaxTokens: 4096,
+					Fresh: i%2 == 0}) // every id is new: half the turns may be answered early (early.go)
 				if err == nil {
 					var set *Settlement
 					set, err = s.Settle(ctx, res, Outcome{Usage: tr.usage, ProducedOutput: tr.output, Status: tr.status, At: tr.at})
