@@ -21,7 +21,7 @@ func BenchmarkTurnMoney(b *testing.B) {
 	u := newUser(b, s, int64(b.N)+10)
 	b.ResetTimer()
 	for i := range b.N {
-		res, err := s.Reserve(ctx, req(u, fmt.Sprintf("bench-%d-%d", b.N, i)))
+		res, err := s.Reserve(ctx, req(u, fmt.Sprintf("bench-%s-%d", u.Hex(), i)))
 		if err != nil {
 			b.Fatal(err)
 		}
