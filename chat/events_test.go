@@ -77,3 +77,21 @@ func TestTurnIDIsFreeWhileListenersRun(t *testing.T) {
 		t.Fatalf("the buffer begins with %q, want the second reply (message %s)", entries[0].Data, started[1])
 	}
 }
+
+// A buffer under the id that does not end with a terminal frame belongs to a reply still
+// running on another instance (the duplicate check is per instance): it is not dropped.
+func TestReusedIDKeepsABufferStillGrowing(t *testing.T) {
+	r := newRig(t, rigConfig{mock: paced})
+	user, tok := newUser()
+	foreign := []byte{entryStarted, '{', '}'}
+	if err := r.hub.o.KV.Append(context.Background(), streamKey(user, "r1"), 1, foreign, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c := r.dial(t, tok)
+	c.send(send("r1", "claude", "hello"))
+	c.terminal("r1")
+	es, err := r.hub.o.KV.Read(context.Background(), streamKey(user, "r1"), 0, 1, 0)
+	if err != nil || len(es) != 1 || string(es[0].Data) != string(foreign) {
+		t.Fatalf("the other instance's buffer was replaced: %v %v", es, err)
+	}
+}

@@ -233,7 +233,7 @@ func (t *turn) emit(kind byte, seq uint64, text string, raw []byte) {
 	// The buffer outlives the turn by a grace period so a late resume still gets the end.
 	ttl := 2*t.h.o.Grace + time.Minute
 	err := t.h.o.KV.Append(context.Background(), t.bufKey, t.entrySeq, data, ttl)
-	if errors.Is(err, kv.ErrSeqNotRising) && t.entrySeq == 1 {
+	if errors.Is(err, kv.ErrSeqNotRising) && t.entrySeq == 1 && t.endedBuffer(context.Background()) {
 		// The id belonged to a reply that has ended (ids are unique among running replies
 		// only) and its buffer is still kept: drop it, or a resume would replay that reply.
 		if err = t.h.o.KV.DropStream(context.Background(), t.bufKey); err == nil {
@@ -254,6 +254,25 @@ func (t *turn) emit(kind byte, seq uint64, text string, raw []byte) {
 	} else {
 		t.sink.enqueueRaw(t.key.id, raw)
 	}
+}
+
+// endedBuffer reports whether the stream buffer of t's id ends with a terminal entry, i.e. the
+// reply that used the id before has ended. The duplicate-id check is per instance: a buffer
+// that is still growing belongs to a reply running on another instance and is left alone.
+// Read in pages; only a reused id comes here.
+func (t *turn) endedBuffer(ctx context.Context) bool {
+	var last kv.Entry
+	for after := uint64(0); ; after = last.Seq {
+		es, err := t.h.o.KV.Read(ctx, t.bufKey, after, 1000, 0)
+		if err != nil {
+			return false
+		}
+		if len(es) == 0 {
+			break
+		}
+		last = es[len(es)-1]
+	}
+	return len(last.Data) > 0 && last.Data[0] == entryTerminal
 }
 
 // sendLive sends a frame that is not kept for resume (chat.usage).
