@@ -564,6 +564,35 @@ func TestCreditsLowOncePerDay(t *testing.T) {
 	}
 }
 
+// Once this instance has seen the day's credits.low marker claimed, it does not ask the store
+// again (a user under the threshold reaches CreditsLow on every turn): even with the marker
+// document gone, the day's second call queues nothing; the next day fires again.
+func TestCreditsLowRemembersTheClaim(t *testing.T) {
+	st := db(t)
+	clk := &clock{t: time.Date(2026, 3, 9, 12, 0, 0, 0, time.UTC)}
+	rcv := newReceiver(t)
+	f := newFixture(t, st, clk, nil)
+	f.create(t, map[string]any{"url": rcv.srv.URL, "events": []string{EventCreditsLow}})
+	ctx := context.Background()
+	low := func() {
+		t.Helper()
+		if err := f.svc.CreditsLow(ctx, f.user, "ipintel", map[string]any{"balance": 5, "planCredits": 100}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	low()
+	if _, err := f.svc.claims.DeleteMany(ctx, bson.D{}); err != nil {
+		t.Fatal(err)
+	}
+	low()
+	clk.Add(24 * time.Hour)
+	low()
+	drain(t, f.svc)
+	if n := len(rcv.got()); n != 2 {
+		t.Fatalf("%d credits.low deliveries over two days, want 2", n)
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	tests := []struct {
 		policy string
