@@ -142,17 +142,13 @@ func (s *Service) handleUserUsage(w http.ResponseWriter, r *http.Request) {
 	if b, err := s.Balance(r.Context(), u); err == nil {
 		out.Balance = &b
 	}
-	for _, x := range []struct {
-		dst   **CostReport
-		group []string
-	}{{&out.ByDay, []string{DimDay}}, {&out.ByModel, []string{DimProvider, DimModel}}, {&out.ByTool, []string{DimTool}}} {
-		rep, err := s.Costs(r.Context(), CostQuery{From: from, To: to, GroupBy: x.group, UserID: u})
-		if err != nil {
-			httpx.Fail(w, r, apiError(err))
-			return
-		}
-		*x.dst = rep
+	reps, err := s.userReports(r.Context(), CostQuery{From: from, To: to, UserID: u},
+		[][]string{{DimDay}, {DimProvider, DimModel}, {DimTool}})
+	if err != nil {
+		httpx.Fail(w, r, apiError(err))
+		return
 	}
+	out.ByDay, out.ByModel, out.ByTool = reps[0], reps[1], reps[2]
 	httpx.WriteJSON(w, http.StatusOK, out)
 }
 

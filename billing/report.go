@@ -180,10 +180,19 @@ func (s *Service) Costs(ctx context.Context, q CostQuery) (*CostReport, error) {
 	rep := &CostReport{From: dayOf(q.From), To: dayOf(q.To), GroupBy: q.GroupBy, Source: levelColl[lvl], Rows: []CostRow{}}
 	agg := newCostAgg(q.GroupBy)
 	var err error
-	if lvl != levelFull && q.UserID.IsZero() {
+	answered := false
+	switch {
+	case !q.UserID.IsZero():
+		// One user: the user level's documents of the range, by _id (userusage.go).
+		answered, err = s.userCostsByID(ctx, q, agg, &rep.Read)
+		if answered {
+			rep.Source = levelColl[levelUser]
+		}
+	case lvl != levelFull:
 		err = s.reportCache().costs(ctx, s, q, lvl, agg, &rep.Read)
+		answered = err == nil
 	}
-	if lvl == levelFull || !q.UserID.IsZero() || errors.Is(err, errLegacyIDs) {
+	if err == nil && !answered || errors.Is(err, errLegacyIDs) {
 		agg, rep.Read = newCostAgg(q.GroupBy), ReadStats{}
 		err = s.costsScan(ctx, q, lvl, agg, &rep.Read)
 	}

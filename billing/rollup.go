@@ -170,7 +170,11 @@ func (s *Service) recordDocs(ctx context.Context, batch []*Entry) error {
 	for _, e := range batch {
 		for l := range numLevels {
 			key := rollupKey(l, e)
-			b.add(s.rollups[l], rollupID(key), key, rollupInc(e))
+			inc := rollupInc(e)
+			if l == levelUser { // and split by provider, model and tool (userusage.go)
+				inc = append(inc, byInc(e)...)
+			}
+			b.add(s.rollups[l], rollupID(key), key, inc)
 		}
 		if e.Tool != "" {
 			day := midnight(e.At)
