@@ -229,6 +229,25 @@ func runAdmin(ctx context.Context, cfg Config, rep *Report) error {
 	}
 	rep.Rows = append(rep.Rows, Row{Scenario: "admin", Metric: "GET /admin/costs groupBy=tool&fresh=1 p50 (every day re-checked by _id)",
 		Value: ms(h.Quantile(0.5)), Relay: na, Direct: na, Unit: "ms", Note: "read " + freshRead})
+	// One user's usage (the heaviest user): three reports, read by _id from the user level.
+	heavy := seed.heaviest()
+	uh := &Hist{}
+	var usageRead string
+	for range per {
+		took, total, read, err := userUsage(ctx, hc, srv.URL, token, heavy, seed.from, seed.to)
+		if err != nil {
+			return err
+		}
+		uh.Add(took)
+		usageRead = read
+		if want := seed.groups["user"][heavy]; want == nil || total != *want {
+			if len(failures) < 10 {
+				failures = append(failures, fmt.Sprintf("usage of %s: totals %v, seeded %v", heavy, total, want))
+			}
+		}
+	}
+	rep.Rows = append(rep.Rows, Row{Scenario: "admin", Metric: fmt.Sprintf("GET /admin/users/{id}/usage p50 (the heaviest user, by day, model and tool; %s)", scale),
+		Value: ms(uh.Quantile(0.5)), Relay: na, Direct: na, Unit: "ms", Note: "read " + usageRead})
 	for l, name := range []string{"cost_rollups", "cost_rollups_tool", "cost_rollups_model", "cost_rollups_user"} {
 		rep.Rows = append(rep.Rows, Row{Scenario: "admin", Metric: "rollup documents seeded in " + name, Value: float64(seed.docs[l]),
 			Relay: na, Direct: na, Unit: "docs", Note: scale})
@@ -464,8 +483,14 @@ func seedCosts(ctx context.Context, db *mongo.Database, turns int, now time.Time
 		for k, c := range mdl {
 			docs[2] = append(docs[2], rollupDoc(c, "day", dayS, "provider", pairs[k].Provider, "model", pairs[k].Model))
 		}
+		// A user's day also carries its split by provider, model and tool (billing/userusage.go).
+		by := map[int]bson.D{}
+		for k, c := range full {
+			p := pairs[k.pair]
+			by[k.user] = append(by[k.user], bson.E{Key: billing.BreakdownKey(p.Provider, p.Model, toolIDs[k.tool]), Value: countsDoc(c)})
+		}
 		for k, c := range usr {
-			docs[3] = append(docs[3], rollupDoc(c, "day", dayS, "userId", users[k]))
+			docs[3] = append(docs[3], append(rollupDoc(c, "day", dayS, "userId", users[k]), bson.E{Key: "by", Value: by[k]}))
 		}
 		for l := range docs {
 			s.docs[l] += len(docs[l])
@@ -477,6 +502,15 @@ func seedCosts(ctx context.Context, db *mongo.Database, turns int, now time.Time
 		}
 	}
 	return s, nil
+}
+
+// countsDoc is the sums as a document, in billing's field names.
+func countsDoc(c *costCounts) bson.D {
+	d := make(bson.D, len(costFields))
+	for i, f := range costFields {
+		d[i] = bson.E{Key: f, Value: c[i]}
+	}
+	return d
 }
 
 // rollupDoc is a rollup document as billing writes it: _id = the key values joined by '|' (a
@@ -494,8 +528,57 @@ func rollupDoc(c *costCounts, kv ...any) bson.D {
 		d = append(d, bson.E{Key: kv[i].(string), Value: v})
 	}
 	d[0].Value = strings.Join(id, "|")
-	for i, f := range costFields {
-		d = append(d, bson.E{Key: f, Value: c[i]})
+	return append(d, countsDoc(c)...)
+}
+
+// heaviest is the user with the highest seeded cost (hex id).
+func (s *seeded) heaviest() string {
+	best, cost := "", int64(-1)
+	for k, c := range s.groups["user"] {
+		if c[7] > cost || c[7] == cost && k < best {
+			best, cost = k, c[7]
+		}
 	}
-	return d
+	return best
+}
+
+// userUsage GETs /admin/users/{id}/usage and returns how long it took, the totals of its byTool
+// report (each of its three reports has the user's totals) and the collection it was read from
+// (cost_rollups_user: by _id; cost_rollups: a scan).
+func userUsage(ctx context.Context, hc *http.Client, base, token, user, from, to string) (time.Duration, costCounts, string, error) {
+	q := url.Values{"from": {from}, "to": {to}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/admin/users/"+user+"/usage?"+q.Encode(), nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	start := time.Now()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, costCounts{}, "", err
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if err != nil {
+		return 0, costCounts{}, "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, costCounts{}, "", fmt.Errorf("usage of %s: %d %s", user, resp.StatusCode, body)
+	}
+	type report struct {
+		Source string          `json:"source"`
+		Totals billing.CostRow `json:"totals"`
+	}
+	var u struct {
+		ByDay, ByModel, ByTool *report
+	}
+	if err := json.Unmarshal(body, &u); err != nil {
+		return 0, costCounts{}, "", err
+	}
+	if u.ByDay == nil || u.ByModel == nil || u.ByTool == nil {
+		return 0, costCounts{}, "", fmt.Errorf("usage of %s: a report is missing: %s", user, body)
+	}
+	t := rowCounts(&u.ByTool.Totals)
+	if rowCounts(&u.ByDay.Totals) != t || rowCounts(&u.ByModel.Totals) != t {
+		return 0, costCounts{}, "", fmt.Errorf("usage of %s: the three reports' totals differ", user)
+	}
+	return took, t, "from " + u.ByTool.Source, nil
 }
