@@ -142,6 +142,33 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 		Credits: credits, MaxTokens: r.MaxTokens, CreditsLeft: left, written: w}, true
 }
 
+// loadShadow reads, for a request that may be answered early, the user's subscription into
+// the shadow when it is not there yet (the user's first reservation since the process
+// started); it reports whether it stored one. Under the user's lock, like every write of the
+// shadow: with the store's only writer, what is read there is the truth.
+func (s *Service) loadShadow(ctx context.Context, r ReserveRequest) bool {
+	if !s.localOnly || !r.Fresh {
+		return false
+	}
+	if _, ok := s.shadow.Load(r.UserID); ok {
+		return false // there already: the early answer was refused for another reason
+	}
+	stored := false
+	err := s.onSub(ctx, r.UserID, func() error {
+		if _, ok := s.shadow.Load(r.UserID); ok {
+			return nil
+		}
+		d, err := s.readSub(ctx, r.UserID)
+		if err != nil || d == nil {
+			return err
+		}
+		s.shadow.Store(r.UserID, d)
+		stored = true
+		return nil
+	})
+	return err == nil && stored
+}
+
 // waitWritten waits for an early reservation's write and returns its error.
 func (res *Reservation) waitWritten(ctx context.Context) error {
 	if res.written == nil {

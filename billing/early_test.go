@@ -219,3 +219,25 @@ func TestEarlyAnswerOnlyWhenSafe(t *testing.T) {
 		})
 	}
 }
+
+// A user's first reservation after a start (nothing of theirs in memory yet) is answered early
+// too: the subscription is read once instead of being written before the answer.
+func TestEarlyFirstReservationAfterStart(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	u := newUser(t, e.service(t, PolicyPerCall, 0), 3)
+	s := e.service(t, PolicyPerCall, 0) // a new process over the same store: an empty shadow
+	res, err := s.Reserve(ctx, fresh(req(u, "first-after-start-"+u.Hex())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.written == nil || res.CreditsLeft != 2 {
+		t.Fatalf("answered early: %v, credits left %d", res.written != nil, res.CreditsLeft)
+	}
+	if _, err := s.Settle(ctx, res, Outcome{ProducedOutput: true, Status: StatusDone}); err != nil {
+		t.Fatal(err)
+	}
+	if got := checkLedger(t, s, u); got != 2 {
+		t.Fatalf("balance %d, want 2", got)
+	}
+}
