@@ -17,6 +17,8 @@ import (
 // token. When this process is the store's only writer (locking "local"), its copy of each
 // subscription (the shadow, see currentSub) is the truth, so it can decide a reservation in
 // memory and write it behind the answer, while the call to the provider is already under way.
+// A user with nothing in memory yet (the first reservation since the start) costs one read of
+// the subscription instead (loadShadow).
 //
 // What keeps it exact:
 //   - Only a fresh request (ReserveRequest.Fresh: an id made for this call alone) is answered
@@ -28,9 +30,9 @@ import (
 //     path, a grant, a reset, a plan change) first stops early answers for that user and waits
 //     for the ones in flight (holdEarly): the guard of an early write never fails because of
 //     a decision it was not counted in.
-//   - Settle waits for the reservation's write before releasing it, and fails if it failed.
+//   - Settle waits for the reservation's write before releasing it.
 //
-// What a failed write costs: nothing either. Settle finds the write failed and reserves again,
+// What a failed write costs: nothing. Settle finds the write failed and reserves again,
 // synchronously, sized on what the turn used, before settling as usual; only when the balance
 // cannot pay for that (or the store keeps failing) is the turn unbilled, logged as an error.
 //
