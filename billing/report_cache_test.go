@@ -33,6 +33,33 @@ func cacheTurn(t *testing.T, s *Service, at time.Time, p pairKey, tool string, u
 }
 
 // scanned is the report of q read by scanning its level: the reference the cache must equal.
+// reportPairs and reportTools are the priced models and the tools the report tests spread
+// their turns over.
+var (
+	reportPairs = []pairKey{{"claude", "claude-sonnet-4-5"}, {"gpt", "gpt-5"}, {"gemini", "gemini-2.5-flash"}}
+	reportTools = []string{"ipintel", "fraudguard", "botshield"}
+)
+
+// newUsers returns n new user ids.
+func newUsers(n int) []bson.ObjectID {
+	users := make([]bson.ObjectID, n)
+	for i := range users {
+		users[i] = bson.NewObjectID()
+	}
+	return users
+}
+
+// randUsage draws a turn's usage from r: cache reads in about half the turns, and cache writes
+// too when cacheWrites is set.
+func randUsage(r *rand.Rand, cacheWrites bool) providers.Usage {
+	u := providers.Usage{Input: r.Int64N(4000), Output: 1 + r.Int64N(900), CacheRead: r.Int64N(2) * r.Int64N(3000)}
+	if cacheWrites {
+		u.CacheWrite = r.Int64N(2) * r.Int64N(500)
+	}
+	u.Reasoning = r.Int64N(50)
+	return u
+}
+
 func scanned(t *testing.T, s *Service, q CostQuery) *CostReport {
 	t.Helper()
 	rep := &CostReport{GroupBy: q.GroupBy, Rows: []CostRow{}}
@@ -59,15 +86,10 @@ func TestCostsCache(t *testing.T) {
 	ctx := context.Background()
 	s := e.service(t, PolicyPerCall, 0)
 	r := rand.New(rand.NewPCG(3, 9))
-	users := make([]bson.ObjectID, 5)
-	for i := range users {
-		users[i] = bson.NewObjectID()
-	}
-	pairs := []pairKey{{"claude", "claude-sonnet-4-5"}, {"gpt", "gpt-5"}, {"gemini", "gemini-2.5-flash"}}
-	tools := []string{"ipintel", "fraudguard", "botshield"}
+	users, pairs, tools := newUsers(5), reportPairs, reportTools
 	turn := func(at time.Time, p pairKey, tool string) {
-		cacheTurn(t, s, at, p, tool, users[r.IntN(len(users))], providers.Usage{Input: r.Int64N(4000), Output: 1 + r.Int64N(900),
-			CacheRead: r.Int64N(2) * r.Int64N(3000), CacheWrite: r.Int64N(2) * r.Int64N(500), Reasoning: r.Int64N(50)})
+		user := users[r.IntN(len(users))]
+		cacheTurn(t, s, at, p, tool, user, randUsage(r, true))
 	}
 	for d := 1; d <= 8; d++ {
 		for range 6 {

@@ -16,7 +16,6 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/maula-ai/maula-chat/model"
-	"github.com/maula-ai/maula-chat/providers"
 )
 
 // TestCostsPersisted: a closed day's views outlive the process. A second service over the same
@@ -31,15 +30,10 @@ func TestCostsPersisted(t *testing.T) {
 	ctx := context.Background()
 	s1 := e.service(t, PolicyPerCall, 0)
 	r := rand.New(rand.NewPCG(5, 11))
-	users := make([]bson.ObjectID, 6)
-	for i := range users {
-		users[i] = bson.NewObjectID()
-	}
-	pairs := []pairKey{{"claude", "claude-sonnet-4-5"}, {"gpt", "gpt-5"}, {"gemini", "gemini-2.5-flash"}}
-	tools := []string{"ipintel", "fraudguard", "botshield"}
+	users, pairs, tools := newUsers(6), reportPairs, reportTools
 	turn := func(at time.Time) {
-		cacheTurn(t, s1, at, pairs[r.IntN(len(pairs))], tools[r.IntN(len(tools))], users[r.IntN(len(users))],
-			providers.Usage{Input: r.Int64N(4000), Output: 1 + r.Int64N(900), CacheRead: r.Int64N(2) * r.Int64N(3000), Reasoning: r.Int64N(50)})
+		p, tool, user := pairs[r.IntN(len(pairs))], tools[r.IntN(len(tools))], users[r.IntN(len(users))]
+		cacheTurn(t, s1, at, p, tool, user, randUsage(r, false))
 	}
 	for d := 1; d <= 9; d++ {
 		for range 5 {

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-
-	"github.com/maula-ai/maula-chat/providers"
 )
 
 // A user's report is read from the user level's documents by _id and their breakdown, with
@@ -24,15 +22,15 @@ func TestUserCostsByID(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 13))
 	u, other := bson.NewObjectID(), bson.NewObjectID()
 	pairs := []pairKey{{"claude", "claude-sonnet-4-5"}, {"gpt", "gpt-4.1"}, {"gemini", "gemini-2.5-flash"}}
-	tools := []string{"ipintel", "fraudguard", "botshield"}
+	tools := reportTools
 	for d := 1; d <= 6; d++ {
 		for range 6 {
 			who := u
 			if r.IntN(3) == 0 {
 				who = other
 			}
-			cacheTurn(t, s, time.Date(2027, 11, d, r.IntN(24), 0, 0, 0, time.UTC), pairs[r.IntN(len(pairs))], tools[r.IntN(len(tools))], who,
-				providers.Usage{Input: r.Int64N(4000), Output: 1 + r.Int64N(900), CacheRead: r.Int64N(2) * r.Int64N(3000), Reasoning: r.Int64N(50)})
+			at, p, tool := time.Date(2027, 11, d, r.IntN(24), 0, 0, 0, time.UTC), pairs[r.IntN(len(pairs))], tools[r.IntN(len(tools))]
+			cacheTurn(t, s, at, p, tool, who, randUsage(r, false))
 		}
 	}
 	from, to := time.Date(2027, 11, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 11, 20, 0, 0, 0, 0, time.UTC)
