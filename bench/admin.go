@@ -516,18 +516,11 @@ func countsDoc(c *costCounts) bson.D {
 // rollupDoc is a rollup document as billing writes it: _id = the key values joined by '|' (a
 // user as hex), the key fields, then the sums. kv alternates field names and values.
 func rollupDoc(c *costCounts, kv ...any) bson.D {
-	var id []string
 	d := bson.D{{Key: "_id"}}
 	for i := 0; i < len(kv); i += 2 {
-		v := kv[i+1]
-		if oid, ok := v.(bson.ObjectID); ok {
-			id = append(id, oid.Hex())
-		} else {
-			id = append(id, v.(string))
-		}
-		d = append(d, bson.E{Key: kv[i].(string), Value: v})
+		d = append(d, bson.E{Key: kv[i].(string), Value: kv[i+1]})
 	}
-	d[0].Value = strings.Join(id, "|")
+	d[0].Value = billing.RollupID(d[1:])
 	return append(d, countsDoc(c)...)
 }
 

@@ -174,18 +174,13 @@ func Reconcile(ctx context.Context, ms *store.Store, prices *providers.PriceBook
 	return diffs, nil
 }
 
+// fullKey and levelKey name a rollup by its _id (rollupID).
 func fullKey(day, provider, model, tool string, user bson.ObjectID) string {
-	return day + "|" + provider + "|" + model + "|" + tool + "|" + user.Hex()
+	return rollupID(levelKeyOf(levelFull, day, provider, model, tool, user))
 }
 
 func levelKey(l int, r *Rollup) string {
-	switch l {
-	case levelTool:
-		return r.Day + "|" + r.Provider + "|" + r.Model + "|" + r.Tool
-	case levelModel:
-		return r.Day + "|" + r.Provider + "|" + r.Model
-	}
-	return r.Day + "|" + r.UserID.Hex()
+	return rollupID(levelKeyOf(l, r.Day, r.Provider, r.Model, r.Tool, r.UserID))
 }
 
 func addSums(m map[string]*sums, k string, r *Rollup) {

@@ -271,18 +271,9 @@ type viewRow struct {
 
 func (r *viewRow) pair() pairKey { return pairKey{r.provider, r.model} }
 
-// levelID is the _id billing gives the document of r's key at level lvl: its key fields
-// joined by '|' (rollup.go), the user as hex.
+// levelID is the _id billing gives the document of r's key at level lvl (rollup.go).
 func levelID(lvl int, day string, r *viewRow) string {
-	switch lvl {
-	case levelFull:
-		return day + "|" + r.provider + "|" + r.model + "|" + r.tool + "|" + r.user.Hex()
-	case levelTool:
-		return day + "|" + r.provider + "|" + r.model + "|" + r.tool
-	case levelModel:
-		return day + "|" + r.provider + "|" + r.model
-	}
-	return day + "|" + r.user.Hex()
+	return rollupID(levelKeyOf(lvl, day, r.provider, r.model, r.tool, r.user))
 }
 
 // scanDoc is a rollup document as read, with its _id.

@@ -50,15 +50,21 @@ type Rollup struct {
 
 // rollupKey is the filter of e's document at level l.
 func rollupKey(l int, e *Entry) bson.D {
+	return levelKeyOf(l, e.Day, e.Provider, e.Model, e.Tool, e.UserID)
+}
+
+// levelKeyOf is the key fields of a level's document: the filter that finds it, and (joined by
+// rollupID) its _id. Every writer and reader of rollup _ids goes through it.
+func levelKeyOf(l int, day, provider, model, tool string, user bson.ObjectID) bson.D {
 	switch l {
 	case levelFull:
-		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}, {Key: "tool", Value: e.Tool}, {Key: "userId", Value: e.UserID}}
+		return bson.D{{Key: "day", Value: day}, {Key: "provider", Value: provider}, {Key: "model", Value: model}, {Key: "tool", Value: tool}, {Key: "userId", Value: user}}
 	case levelTool:
-		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}, {Key: "tool", Value: e.Tool}}
+		return bson.D{{Key: "day", Value: day}, {Key: "provider", Value: provider}, {Key: "model", Value: model}, {Key: "tool", Value: tool}}
 	case levelModel:
-		return bson.D{{Key: "day", Value: e.Day}, {Key: "provider", Value: e.Provider}, {Key: "model", Value: e.Model}}
+		return bson.D{{Key: "day", Value: day}, {Key: "provider", Value: provider}, {Key: "model", Value: model}}
 	default:
-		return bson.D{{Key: "day", Value: e.Day}, {Key: "userId", Value: e.UserID}}
+		return bson.D{{Key: "day", Value: day}, {Key: "userId", Value: user}}
 	}
 }
 
@@ -95,21 +101,29 @@ func upsertByID(ctx context.Context, ms *store.Store, c *mongo.Collection, id an
 	}
 }
 
-// rollupID is the _id of a rollup document: its key fields joined by '|'.
+// rollupID is the _id of a rollup document: its key fields joined by '|', a user as hex.
 func rollupID(key bson.D) string {
 	var id strings.Builder
 	for i, f := range key {
 		if i > 0 {
 			id.WriteByte('|')
 		}
-		if oid, ok := f.Value.(bson.ObjectID); ok {
-			id.WriteString(oid.Hex())
-		} else {
-			fmt.Fprint(&id, f.Value)
+		switch v := f.Value.(type) {
+		case bson.ObjectID:
+			id.WriteString(v.Hex())
+		case string:
+			id.WriteString(v)
+		default:
+			fmt.Fprint(&id, v)
 		}
 	}
 	return id.String()
 }
+
+// RollupID is the _id billing gives the rollup document whose key fields are key (in the
+// order of the level's key: day, provider, model, tool, userId, those the level has): for a
+// tool that writes such documents directly, as the admin benchmark's seeder does.
+func RollupID(key bson.D) string { return rollupID(key) }
 
 // record writes a settled turn into the four rollup levels, the tool's analytics document of
 // the day and the realtime counters. Turns settled concurrently are written together

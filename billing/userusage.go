@@ -111,7 +111,7 @@ func (s *Service) userDays(ctx context.Context, q CostQuery, rd *ReadStats) (out
 		return nil, false, nil
 	}
 	for _, day := range days {
-		raw, err := findRaw(ctx, s.rollups[levelUser], rollupID(bson.D{{Key: "day", Value: day}, {Key: "userId", Value: q.UserID}}), rd)
+		raw, err := findRaw(ctx, s.rollups[levelUser], rollupID(levelKeyOf(levelUser, day, "", "", "", q.UserID)), rd)
 		if err != nil {
 			return nil, false, fmt.Errorf("read %s of %s: %w", levelColl[levelUser], day, err)
 		}
