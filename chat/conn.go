@@ -335,31 +335,42 @@ func (c *conn) startWriter() {
 	go c.writeLoop()
 }
 
+// writerBufs are a writer's batch and encoding buffer. A writer runs only while frames are
+// queued, so during a stream one starts for almost every delta: the buffers come from a pool
+// rather than being allocated again each time, and an idle connection holds none.
+type writerBufs struct {
+	batch []outItem
+	buf   []byte
+}
+
+var writerPool = sync.Pool{New: func() any { return new(writerBufs) }}
+
 // writeLoop is the only writer of the socket: it takes everything queued and writes each
 // frame as its own message, with a deadline on every write, until the queue is empty.
 func (c *conn) writeLoop() {
 	defer c.h.connsWG.Done()
-	var (
-		batch []outItem
-		buf   []byte
-	)
+	wb := writerPool.Get().(*writerBufs)
+	defer func() {
+		clear(wb.batch)
+		if cap(wb.buf) > 64<<10 || cap(wb.batch) > 1024 {
+			*wb = writerBufs{} // do not keep a huge buffer after a burst
+		}
+		writerPool.Put(wb)
+	}()
 	for {
 		var flush int
-		batch, flush = c.q.next(batch)
-		if len(batch) == 0 {
+		wb.batch, flush = c.q.next(wb.batch)
+		if len(wb.batch) == 0 {
 			if flush != 0 {
 				c.closeWith(flush, "server shutting down")
 			}
 			return
 		}
-		if !c.writeBatch(batch, &buf) {
+		if !c.writeBatch(wb.batch, &wb.buf) {
 			c.end()
 			return
 		}
-		clear(batch)
-		if cap(buf) > 64<<10 {
-			buf = nil // do not keep a huge buffer after a burst
-		}
+		clear(wb.batch)
 	}
 }
 
