@@ -170,37 +170,63 @@ func (q *CostQuery) level() int {
 // process's cache of day views (reportCache); the others (a user's own usage, user ×
 // provider/model/tool) read their level directly.
 func (s *Service) Costs(ctx context.Context, q CostQuery) (*CostReport, error) {
-	if len(q.GroupBy) == 0 || len(q.GroupBy) > 2 {
-		return nil, fmt.Errorf("%w: groupBy takes one or two dimensions", ErrBadRequest)
+	if err := q.check(); err != nil {
+		return nil, err
 	}
-	if q.To.Before(q.From) {
-		return nil, fmt.Errorf("%w: to is before from", ErrBadRequest)
+	if !q.UserID.IsZero() {
+		// One user: the user level's documents of the range, by _id (userusage.go).
+		reps, err := s.userReports(ctx, q, [][]string{q.GroupBy})
+		if err != nil {
+			return nil, err
+		}
+		return reps[0], nil
 	}
 	lvl := q.level()
-	rep := &CostReport{From: dayOf(q.From), To: dayOf(q.To), GroupBy: q.GroupBy, Source: levelColl[lvl], Rows: []CostRow{}}
+	if lvl == levelFull {
+		return s.scanReport(ctx, q)
+	}
+	rep := s.newReport(q, lvl)
 	agg := newCostAgg(q.GroupBy)
-	var err error
-	answered := false
-	switch {
-	case !q.UserID.IsZero():
-		// One user: the user level's documents of the range, by _id (userusage.go).
-		answered, err = s.userCostsByID(ctx, q, agg, &rep.Read)
-		if answered {
-			rep.Source = levelColl[levelUser]
-		}
-	case lvl != levelFull:
-		err = s.reportCache().costs(ctx, s, q, lvl, agg, &rep.Read)
-		answered = err == nil
-	}
-	if err == nil && !answered || errors.Is(err, errLegacyIDs) {
-		agg, rep.Read = newCostAgg(q.GroupBy), ReadStats{}
-		err = s.costsScan(ctx, q, lvl, agg, &rep.Read)
-	}
-	if err != nil {
+	if err := s.reportCache().costs(ctx, s, q, lvl, agg, &rep.Read); errors.Is(err, errLegacyIDs) {
+		return s.scanReport(ctx, q)
+	} else if err != nil {
 		return nil, fmt.Errorf("billing: cost report: %w", err)
 	}
+	rep.finish(q, agg)
+	return rep, nil
+}
+
+// check validates a query's grouping and range.
+func (q *CostQuery) check() error {
+	if len(q.GroupBy) == 0 || len(q.GroupBy) > 2 {
+		return fmt.Errorf("%w: groupBy takes one or two dimensions", ErrBadRequest)
+	}
+	if q.To.Before(q.From) {
+		return fmt.Errorf("%w: to is before from", ErrBadRequest)
+	}
+	return nil
+}
+
+// newReport is q's empty report, read from level lvl.
+func (s *Service) newReport(q CostQuery, lvl int) *CostReport {
+	return &CostReport{From: dayOf(q.From), To: dayOf(q.To), GroupBy: q.GroupBy, Source: levelColl[lvl], Rows: []CostRow{}}
+}
+
+// finish writes agg's groups into rep and orders them for q.
+func (rep *CostReport) finish(q CostQuery, agg *costAgg) {
 	agg.fill(rep)
 	rep.order(q)
+}
+
+// scanReport answers q from the documents of its level that match it (costsScan).
+func (s *Service) scanReport(ctx context.Context, q CostQuery) (*CostReport, error) {
+	lvl := q.level()
+	rep := s.newReport(q, lvl)
+	agg := newCostAgg(q.GroupBy)
+	if err := s.costsScan(ctx, q, lvl, agg, &rep.Read); err != nil {
+		return nil, fmt.Errorf("billing: cost report: %w", err)
+	}
+	rep.finish(q, agg)
 	return rep, nil
 }
 

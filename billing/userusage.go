@@ -80,22 +80,6 @@ type userDayDoc struct {
 	By       map[string]byCounts `bson:"by"`
 }
 
-// userCostsByID adds to agg q's rows (q names one user) from the user's user-level documents
-// of the range, read by _id and split by their breakdown. ok is false when the range is too
-// long or a document lacks a complete breakdown: the caller scans.
-func (s *Service) userCostsByID(ctx context.Context, q CostQuery, agg *costAgg, rd *ReadStats) (ok bool, err error) {
-	days, ok, err := s.userDays(ctx, q, rd)
-	if !ok || err != nil {
-		return false, err
-	}
-	for _, d := range days {
-		for i := range d.rows {
-			agg.add(d.day, &d.rows[i])
-		}
-	}
-	return true, nil
-}
-
 // userDay is one day of a user's usage, split by provider, model and tool.
 type userDay struct {
 	day  string
@@ -141,9 +125,17 @@ func (s *Service) userDays(ctx context.Context, q CostQuery, rd *ReadStats) (out
 	return out, true, nil
 }
 
-// userReports answers several groupings of one user's range with one read of its days (the
-// three reports of GET /admin/users/{id}/usage); without a complete breakdown, each is a Costs.
+// userReports answers several groupings of one user's range (q.UserID) with one read of its
+// days (the three reports of GET /admin/users/{id}/usage); without a complete breakdown, each
+// grouping is a scan of its level.
 func (s *Service) userReports(ctx context.Context, q CostQuery, groupings [][]string) ([]*CostReport, error) {
+	for _, gb := range groupings {
+		gq := q
+		gq.GroupBy = gb
+		if err := gq.check(); err != nil {
+			return nil, err
+		}
+	}
 	var rd ReadStats
 	days, ok, err := s.userDays(ctx, q, &rd)
 	if err != nil {
@@ -154,20 +146,20 @@ func (s *Service) userReports(ctx context.Context, q CostQuery, groupings [][]st
 		gq := q
 		gq.GroupBy = gb
 		if !ok {
-			if out[i], err = s.Costs(ctx, gq); err != nil {
+			if out[i], err = s.scanReport(ctx, gq); err != nil {
 				return nil, err
 			}
 			continue
 		}
-		rep := &CostReport{From: dayOf(q.From), To: dayOf(q.To), GroupBy: gb, Source: levelColl[levelUser], Rows: []CostRow{}, Read: rd}
+		rep := s.newReport(gq, levelUser)
+		rep.Read = rd
 		agg := newCostAgg(gb)
 		for _, d := range days {
 			for j := range d.rows {
 				agg.add(d.day, &d.rows[j])
 			}
 		}
-		agg.fill(rep)
-		rep.order(gq)
+		rep.finish(gq, agg)
 		out[i] = rep
 	}
 	return out, nil
