@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,22 +88,45 @@ func TestEarlyReservationsNeverOverdraw(t *testing.T) {
 
 // A grant that lowers the balance while early writes are in flight waits for them
 // (holdEarly): here it then finds the balance too low and is refused, where without the wait it
-// would take credits the early answers counted on and their writes would fail.
+// would take credits the early answers counted on and their writes would fail. The writes are
+// held until the grant is waiting, so the order is the same on every run.
 func TestEarlyWritesSurviveBalanceChanges(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	s := e.service(t, PolicyPerCall, 0)
 	u := newUser(t, s, 20)
+	gate := make(chan struct{})
+	s.earlyFault = func(ReserveRequest) error { <-gate; return nil }
 	var answered []*Reservation
 	for i := range 10 {
 		res, err := s.Reserve(ctx, fresh(req(u, fmt.Sprintf("bal-%s-%d", u.Hex(), i))))
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || res.written == nil {
+			t.Fatalf("reserve %d: %v (early %v)", i, err, res != nil && res.written != nil)
 		}
 		answered = append(answered, res)
 	}
-	if err := s.Grant(ctx, u, -15, "correction"); !errors.Is(err, ErrInsufficientCredits) {
-		t.Fatalf("grant of -15 with 10 of 20 credits held: %v, want ErrInsufficientCredits", err)
+	granted := make(chan error, 1)
+	go func() { granted <- s.Grant(ctx, u, -15, "correction") }()
+	eu := s.earlyUser(u)
+	var grantErr error
+	over := false
+	for waiting := false; !waiting && !over; { // until the grant waits for the early writes, or is over
+		eu.mu.Lock()
+		waiting = eu.blocked == 1
+		eu.mu.Unlock()
+		select {
+		case grantErr = <-granted: // it did not wait
+			over = true
+		default:
+			runtime.Gosched()
+		}
+	}
+	close(gate)
+	if !over {
+		grantErr = <-granted
+	}
+	if !errors.Is(grantErr, ErrInsufficientCredits) {
+		t.Fatalf("grant of -15 with 10 of 20 credits held: %v, want ErrInsufficientCredits", grantErr)
 	}
 	for _, res := range answered {
 		if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 10, Output: 10}, ProducedOutput: true, Status: StatusDone}); err != nil {
