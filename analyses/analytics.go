@@ -267,4 +267,4 @@ func rank(counts map[string]int64, item func(string, int64) model.CountItem) []m
 // lockName is billing's lock on the analytics and rollup documents (billing/lock.go). Flush
 // takes the same shared lock so that billing's $inc of aiUsage and ours of metrics never
 // interleave on FerretDB, whose updates are read-modify-write of the whole document.
-const lockName = "rollups"
+const lockName = store.RollupsLock

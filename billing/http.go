@@ -85,7 +85,19 @@ func (s *Service) handleCosts(w http.ResponseWriter, r *http.Request) {
 		httpx.Fail(w, r, apiError(err))
 		return
 	}
-	q := CostQuery{From: from, To: to, GroupBy: groupBy, Fresh: r.URL.Query().Get("fresh") == "1"}
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "json" && format != "csv" {
+		// Before the report: it may take a scan to answer.
+		httpx.Fail(w, r, httpx.Errorf(http.StatusBadRequest, "bad_request", "format is json or csv"))
+		return
+	}
+	q := CostQuery{From: from, To: to, GroupBy: groupBy}
+	if v := r.URL.Query().Get("fresh"); v != "" {
+		if q.Fresh, err = strconv.ParseBool(v); err != nil {
+			httpx.Fail(w, r, httpx.Errorf(http.StatusBadRequest, "bad_request", "fresh is 1 or 0"))
+			return
+		}
+	}
 	if v := r.URL.Query().Get("limit"); v != "" {
 		if q.Limit, err = strconv.Atoi(v); err != nil || q.Limit < 0 {
 			httpx.Fail(w, r, httpx.Errorf(http.StatusBadRequest, "bad_request", "limit must be a non-negative integer"))
@@ -98,16 +110,13 @@ func (s *Service) handleCosts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("X-Cost-Read", rep.Read.String())
-	switch r.URL.Query().Get("format") {
-	case "", "json":
-		httpx.WriteJSON(w, http.StatusOK, rep)
-	case "csv":
+	if format == "csv" {
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Content-Disposition", `attachment; filename="costs-`+rep.From+`-`+rep.To+`.csv"`)
-		_ = rep.WriteCSV(w)
-	default:
-		httpx.Fail(w, r, httpx.Errorf(http.StatusBadRequest, "bad_request", "format is json or csv"))
+		_ = rep.WriteCSV(w) // the status is sent: a failed write is the client gone
+		return
 	}
+	httpx.WriteJSON(w, http.StatusOK, rep)
 }
 
 func pathUser(r *http.Request) (bson.ObjectID, error) {

@@ -189,9 +189,14 @@ func (s *Service) SetPlan(ctx context.Context, userID bson.ObjectID, plan string
 // not exist (a user known only to billing) is not an error.
 func (s *Service) noteUserPlan(ctx context.Context, userID bson.ObjectID, plan string) error {
 	now := s.now().UTC()
-	_, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}}, bson.D{{Key: "$set", Value: bson.D{
-		{Key: "subscription.plan", Value: plan}, {Key: "subscription.status", Value: "active"},
-		{Key: "subscription.startDate", Value: now}, {Key: "updatedAt", Value: now}}}})
+	err := retryBusy(ctx, func() error {
+		return s.write(func() error {
+			_, err := s.users.UpdateOne(ctx, bson.D{{Key: "_id", Value: userID}}, bson.D{{Key: "$set", Value: bson.D{
+				{Key: "subscription.plan", Value: plan}, {Key: "subscription.status", Value: "active"},
+				{Key: "subscription.startDate", Value: now}, {Key: "updatedAt", Value: now}}}})
+			return err
+		})
+	})
 	if err != nil {
 		return fmt.Errorf("billing: note the plan on the user: %w", err)
 	}

@@ -154,7 +154,15 @@ func TestCostsCache(t *testing.T) {
 	// A late write into a closed day: trusted until the recheck, or Fresh.
 	turn(time.Date(2027, 3, 2, 23, 59, 0, 0, time.UTC), pairs[0], tools[0])
 	q := CostQuery{From: from, To: to, GroupBy: []string{DimTool}}
-	if got, _ := s.Costs(ctx, q); sameReport(got, scanned(t, s, q)) {
+	costs := func(q CostQuery) *CostReport {
+		t.Helper()
+		got, err := s.Costs(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if sameReport(costs(q), scanned(t, s, q)) {
 		t.Fatal("a closed day was read again before its recheck: the test does not test the recheck")
 	}
 	check("fresh", []string{DimTool}, true)
@@ -169,7 +177,7 @@ func TestCostsCache(t *testing.T) {
 	check("settled", []string{DimTool}, false)
 	turn(time.Date(2027, 3, 5, 1, 0, 0, 0, time.UTC), pairs[1], tools[1])
 	e.clk.Add(2 * reportRecheck)
-	if got, _ := s.Costs(ctx, q); sameReport(got, scanned(t, s, q)) {
+	if sameReport(costs(q), scanned(t, s, q)) {
 		t.Fatal("a settled closed day was read again without fresh")
 	}
 	check("fresh after settled", []string{DimTool}, true)

@@ -250,8 +250,10 @@ func TestRoutes(t *testing.T) {
 	if r := do("GET", "/admin/costs?from=2026-11-01&to=2026-11-30&groupBy=provider,model&format=csv", ""); r.Code != 200 || !strings.HasPrefix(r.Body.String(), "provider,model,requests") {
 		t.Fatalf("csv: %d %s", r.Code, r.Body)
 	}
-	if r := do("GET", "/admin/costs?groupBy=provider,model,tool", ""); r.Code != 400 {
-		t.Fatalf("three dims: %d", r.Code)
+	for _, bad := range []string{"groupBy=provider,model,tool", "groupBy=tool&format=xml", "groupBy=tool&fresh=maybe", "groupBy=tool&limit=-1"} {
+		if r := do("GET", "/admin/costs?"+bad, ""); r.Code != 400 || !strings.Contains(r.Body.String(), `"code":"bad_request"`) {
+			t.Fatalf("%s: %d %s", bad, r.Code, r.Body)
+		}
 	}
 	r := do("GET", "/admin/users/"+u.Hex()+"/usage?from=2026-11-01&to=2026-11-30", "")
 	var uu UserUsage

@@ -136,7 +136,7 @@ func (s *Service) record(ctx context.Context, e *Entry) error {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		// $inc upserts are read-modify-write on FerretDB: one writer at a time across instances.
-		return s.withLock(fctx, "rollups", func() error { return s.recordDocs(fctx, batch) })
+		return s.withLock(fctx, store.RollupsLock, func() error { return s.recordDocs(fctx, batch) })
 	})
 	if err != nil {
 		return err

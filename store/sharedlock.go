@@ -89,15 +89,25 @@ func (l *SharedLocks) acquire(ctx context.Context, name string) (func(), error) 
 	}
 }
 
+// RollupsLock is the name of the lock every writer of the rollup and analytics documents
+// takes (billing's settles, the analyses' analytics): one name, or they would not exclude
+// each other.
+const RollupsLock = "rollups"
+
 // release deletes the lock if it is still ours, even when the caller's ctx is done, or the
 // lock would stay until its lease ends; a busy embedded server is retried a few times.
 func (l *SharedLocks) release(ctx context.Context, name string, owner bson.ObjectID) {
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var err error
 	for range 5 {
-		if _, err := l.coll.DeleteOne(dctx, bson.D{{Key: "_id", Value: name}, {Key: "owner", Value: owner}}); err == nil || !IsBusy(err) {
-			return
+		if _, err = l.coll.DeleteOne(dctx, bson.D{{Key: "_id", Value: name}, {Key: "owner", Value: owner}}); err == nil || !IsBusy(err) {
+			break
 		}
 		time.Sleep(time.Millisecond)
+	}
+	if err != nil {
+		// The lock stays until its lease ends: every writer of it waits that long.
+		l.log.Warn("store: shared lock not released", "lock", name, "err", err)
 	}
 }
