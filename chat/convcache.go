@@ -72,18 +72,24 @@ func newConvCache(max int, budget int64) *convCache {
 	return &convCache{max: max, maxAge: time.Hour, budget: budget, ll: list.New(), m: map[convKey]*list.Element{}}
 }
 
-// trim keeps the newest messages buildPrompt would use: it stops at the first that does not
-// fit the budget, and so does this.
+// trim keeps the newest messages buildPrompt would use (fitting, at most histLimit).
 func (c *convCache) trim(msgs []histMsg) []histMsg {
-	left := c.budget
-	for i, m := range msgs {
-		n := providers.EstimateTokens(m.message)
-		if i == histLimit || n > left {
-			return msgs[:i]
+	msgs = msgs[:min(len(msgs), histLimit)]
+	return msgs[:fitting(msgs, c.budget, func(m *histMsg) string { return m.message })]
+}
+
+// fitting returns how many of msgs (newest first) a prompt's history budget of tokens holds:
+// it stops at the first message that does not fit. buildPrompt and the conversation cache
+// both count with it, so the cache keeps exactly what a prompt can use.
+func fitting[M any](msgs []M, budget int64, text func(*M) string) int {
+	for i := range msgs {
+		n := providers.EstimateTokens(text(&msgs[i]))
+		if n > budget {
+			return i
 		}
-		left -= n
+		budget -= n
 	}
-	return msgs
+	return len(msgs)
 }
 
 // get returns the conversation's messages, newest first. On a miss, lead is non-nil when this

@@ -214,14 +214,9 @@ func (h *Hub) buildPrompt(ctx context.Context, t *turn) (*prompt, error) {
 		}
 	}
 	// History arrives newest first; keep what fits the budget, then restore the order.
-	budget := int64(h.o.HistoryTokens)
+	history = history[:fitting(history, int64(h.o.HistoryTokens), func(m *model.ChatMessage) string { return m.Message })]
 	var kept []providers.Message
 	for _, m := range history {
-		n := providers.EstimateTokens(m.Message)
-		if n > budget {
-			break
-		}
-		budget -= n
 		role := providers.RoleUser
 		if m.Role == "assistant" {
 			role = providers.RoleAssistant
