@@ -128,18 +128,27 @@ func (s *Service) ChatCompleted(ctx context.Context, userID bson.ObjectID, tool 
 // "planCredits": 100}.
 func (s *Service) CreditsLow(ctx context.Context, userID bson.ObjectID, tool string, payload any) error {
 	now := s.o.Now().UTC()
-	marker := "credits.low:" + userID.Hex() + ":" + now.Format(time.DateOnly)
-	if _, seen := s.lowClaimed.Load(marker); seen {
+	day := now.Format(time.DateOnly)
+	s.lowMu.Lock()
+	seen := s.lowClaimed[userID] == day
+	s.lowMu.Unlock()
+	if seen {
 		return nil
 	}
-	if _, err := s.claims.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "at", Value: now}}); err != nil {
-		if mongo.IsDuplicateKeyError(err) {
-			s.noteLowClaimed(marker)
-			return nil
-		}
+	marker := "credits.low:" + userID.Hex() + ":" + day
+	_, err := s.claims.InsertOne(ctx, bson.D{{Key: "_id", Value: marker}, {Key: "at", Value: now}})
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
 		return fmt.Errorf("webhooks: credits.low marker: %w", err)
 	}
-	s.noteLowClaimed(marker)
+	s.lowMu.Lock()
+	if s.lowClaimed == nil {
+		s.lowClaimed = map[bson.ObjectID]string{}
+	}
+	s.lowClaimed[userID] = day
+	s.lowMu.Unlock()
+	if err != nil { // claimed by another call or instance
+		return nil
+	}
 	if tool != "" {
 		return s.Emit(ctx, tool, userID, EventCreditsLow, payload)
 	}
@@ -150,15 +159,6 @@ func (s *Service) CreditsLow(ctx context.Context, userID bson.ObjectID, tool str
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// noteLowClaimed remembers a claimed credits.low marker (see Service.lowClaimed).
-func (s *Service) noteLowClaimed(marker string) {
-	if s.lowCount.Add(1) > 100_000 {
-		s.lowClaimed.Clear()
-		s.lowCount.Store(0)
-	}
-	s.lowClaimed.Store(marker, struct{}{})
 }
 
 // CreditsAreLow reports whether balance is under 10% of the plan's credits: the credits.low

@@ -24,7 +24,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/maula-ai/maula-chat/httpx"
@@ -128,11 +127,12 @@ type Service struct {
 	cacheMu sync.Mutex
 	cache   map[string]cachedHooks
 
-	// lowClaimed holds the credits.low markers this instance has seen claimed (string →
-	// struct{}): a user under the threshold reaches CreditsLow on every turn, and the marker's
-	// insert would be one failed write each time. Cleared when it grows past 100,000 entries.
-	lowClaimed sync.Map
-	lowCount   atomic.Int64
+	// lowClaimed holds, per user, the last UTC day whose credits.low marker this instance has
+	// seen claimed: a user under the threshold reaches CreditsLow on every turn, and the
+	// marker's insert would be one failed write each time. Bounded by the users; guarded by
+	// lowMu.
+	lowMu      sync.Mutex
+	lowClaimed map[bson.ObjectID]string
 
 	// cleanedAt is when the worker last removed old claims and finished deliveries; owned by
 	// the worker loop (Run).
