@@ -162,12 +162,8 @@ func (s *Service) reserveNow(ctx context.Context, r ReserveRequest, credits int6
 		after, err := s.updateSub(ctx, e.UserID, guard, check, upd)
 		if err == nil {
 			s.notePeriod(e.UserID, after.Billing.NextBillingDate)
-			mark := s.markApplied
-			if !existed {
-				mark = s.markOwnApplied
-			}
-			if err := mark(ctx, e.ID, -e.Reserved, after.Features.AICredits,
-				bson.D{{Key: "reserved", Value: e.Reserved}, {Key: "maxTokens", Value: e.MaxTokens}, {Key: "capLowered", Value: e.CapLowered}}); err != nil {
+			if err := s.markAppliedAs(ctx, e.ID, -e.Reserved, after.Features.AICredits,
+				bson.D{{Key: "reserved", Value: e.Reserved}, {Key: "maxTokens", Value: e.MaxTokens}, {Key: "capLowered", Value: e.CapLowered}}, !existed); err != nil {
 				// The hold is taken; the entry stays pending and RecoverDangling (or a retry)
 				// marks it. The turn may proceed.
 				s.log.Warn("billing: reserve applied but ledger not marked", "requestId", e.RequestID, "err", err)
@@ -496,11 +492,7 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 	if e.Rollup == "skip" {
 		rollup = "skip"
 	}
-	mark := s.markApplied
-	if !existed {
-		mark = s.markOwnApplied
-	}
-	if err := mark(ctx, e.ID, e.Credits, after.Features.AICredits, bson.D{{Key: "rollup", Value: rollup}}); err != nil {
+	if err := s.markAppliedAs(ctx, e.ID, e.Credits, after.Features.AICredits, bson.D{{Key: "rollup", Value: rollup}}, !existed); err != nil {
 		return nil, err
 	}
 	e.State, e.BalanceAfter = StateApplied, after.Features.AICredits

@@ -161,14 +161,11 @@ func (s *Service) markApplied(ctx context.Context, id bson.ObjectID, credits, ba
 	return s.markAppliedAs(ctx, id, credits, balanceAfter, extra, false)
 }
 
-// markOwnApplied is markApplied for an entry this very call inserted moments ago: nobody else
-// changes a fresh pending entry (recovery only touches entries older than DanglingAfter, and a
-// concurrent retry of the request marks it with the same values), so on FerretDB the read that
-// checks the state is skipped: one round trip instead of two on every turn's hot path.
-func (s *Service) markOwnApplied(ctx context.Context, id bson.ObjectID, credits, balanceAfter int64, extra bson.D) error {
-	return s.markAppliedAs(ctx, id, credits, balanceAfter, extra, true)
-}
-
+// markAppliedAs is markApplied; own says the entry was inserted moments ago by this very call:
+// nobody else changes a fresh pending entry (recovery only touches entries older than
+// DanglingAfter, and a concurrent retry of the request marks it with the same values), so on
+// FerretDB the read that checks the state is skipped: one round trip instead of two on every
+// turn's hot path.
 func (s *Service) markAppliedAs(ctx context.Context, id bson.ObjectID, credits, balanceAfter int64, extra bson.D, own bool) error {
 	now := s.now().UTC()
 	set := append(bson.D{{Key: "state", Value: StateApplied}, {Key: "credits", Value: credits},

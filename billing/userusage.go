@@ -32,17 +32,14 @@ var (
 	byUnescaper = strings.NewReplacer("%2E", ".", "%24", "$", "%7C", "|", "%25", "%")
 )
 
-// byKey is the breakdown field name of e's provider, model and tool.
-func byKey(provider, model, tool string) string {
+// BreakdownKey is the name under which a user-level rollup document's "by" field holds the
+// counts of one provider, model and tool (also for a tool writing such documents directly,
+// as the admin benchmark's seeder does).
+func BreakdownKey(provider, model, tool string) string {
 	return byEscaper.Replace(provider) + "|" + byEscaper.Replace(model) + "|" + byEscaper.Replace(tool)
 }
 
-// BreakdownKey is the name under which a user-level rollup document's "by" field holds the
-// counts of one provider, model and tool: what a tool writing such documents directly (the
-// admin benchmark's seeder) must use.
-func BreakdownKey(provider, model, tool string) string { return byKey(provider, model, tool) }
-
-// parseByKey reverses byKey.
+// parseByKey reverses BreakdownKey.
 func parseByKey(k string) (provider, model, tool string, ok bool) {
 	parts := strings.Split(k, "|")
 	if len(parts) != 3 {
@@ -53,7 +50,7 @@ func parseByKey(k string) (provider, model, tool string, ok bool) {
 
 // byInc is e's increments of the user-level breakdown: rollupInc's fields under by.<key>.
 func byInc(e *Entry) bson.D {
-	prefix := byField + "." + byKey(e.Provider, e.Model, e.Tool) + "."
+	prefix := byField + "." + BreakdownKey(e.Provider, e.Model, e.Tool) + "."
 	inc := rollupInc(e)
 	out := make(bson.D, len(inc))
 	for i, f := range inc {

@@ -89,11 +89,11 @@ func TestUserCostsByID(t *testing.T) {
 // Names with '.', '$', '|' or '%' make one field name and come back as they were.
 func TestByKeyRoundTrip(t *testing.T) {
 	for _, c := range [][3]string{{"gpt", "gpt-4.1", "ipintel"}, {"a|b", "c.d$e", "%2E%"}, {"", "", ""}} {
-		p, m, tl, ok := parseByKey(byKey(c[0], c[1], c[2]))
+		p, m, tl, ok := parseByKey(BreakdownKey(c[0], c[1], c[2]))
 		if !ok || [3]string{p, m, tl} != c {
 			t.Fatalf("%q -> %q, %q, %q, %v", c, p, m, tl, ok)
 		}
-		if k := byKey(c[0], c[1], c[2]); strings.ContainsAny(k, ".$") {
+		if k := BreakdownKey(c[0], c[1], c[2]); strings.ContainsAny(k, ".$") {
 			t.Fatalf("field name %q", k)
 		}
 	}
