@@ -464,12 +464,11 @@ func seedCosts(ctx context.Context, db *mongo.Database, turns int, now time.Time
 			mdl[p] = inc(mdl[p], &c)
 			usr[u] = inc(usr[u], &c)
 			s.total.add(&c)
-			group("provider", pairs[p].Provider, &c)
-			group("model", pairs[p].Model, &c)
-			group("tool", toolIDs[t], &c)
-			group("day", dayS, &c)
-			group("user", users[u].Hex(), &c)
-			group("tool,day", toolIDs[t]+"|"+dayS, &c)
+			// Every measured grouping, keyed as the check keys an answer's rows (rowKey).
+			row := billing.CostRow{Provider: pairs[p].Provider, Model: pairs[p].Model, Tool: toolIDs[t], Day: dayS, User: users[u].Hex()}
+			for _, g := range adminGroupings {
+				group(g.groupBy, rowKey(&row, strings.Split(g.groupBy, ",")), &c)
+			}
 		}
 		var docs [4][]any
 		for k, c := range full {

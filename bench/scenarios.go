@@ -307,13 +307,9 @@ func runIdle(ctx context.Context, cfg Config, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	var tokens []string
-	for i := range 8 {
-		tok, err := srv.register(fmt.Sprintf("idle%d@bench.example", i))
-		if err != nil {
-			return err
-		}
-		tokens = append(tokens, tok)
+	tokens, err := registerUsers(srv, 8)
+	if err != nil {
+		return err
 	}
 	rep.Rounds = 1
 	time.Sleep(500 * time.Millisecond) // let start-up work settle before the baseline
