@@ -13,23 +13,37 @@ import (
 )
 
 // BenchmarkTurnMoney measures the money steps of one turn: Reserve then Settle (with the
-// rollups, analytics and counters), sequentially, on the embedded store.
+// rollups, analytics and counters), sequentially, on the embedded store: "steps" as any
+// caller's request, "journal" as the hub's (fresh request ids: answered early, written through
+// the journal, journal.go).
 func BenchmarkTurnMoney(b *testing.B) {
-	e := newEnv(b)
-	ctx := context.Background()
-	s := e.service(b, PolicyPerCall, 0)
-	u := newUser(b, s, int64(b.N)+10)
-	b.ResetTimer()
-	for i := range b.N {
-		res, err := s.Reserve(ctx, req(u, fmt.Sprintf("bench-%s-%d", u.Hex(), i)))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 1000, Output: 200}, ProducedOutput: true, Status: StatusDone}); err != nil {
-			b.Fatal(err)
-		}
+	for _, way := range moneyWays {
+		b.Run(way.name, func(b *testing.B) {
+			e := newEnv(b)
+			ctx := context.Background()
+			s := e.service(b, PolicyPerCall, 0)
+			u := newUser(b, s, int64(b.N)+10)
+			b.ResetTimer()
+			for i := range b.N {
+				r := req(u, fmt.Sprintf("bench-%s-%d", u.Hex(), i))
+				r.Fresh = way.fresh
+				res, err := s.Reserve(ctx, r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Settle(ctx, res, Outcome{Usage: providers.Usage{Input: 1000, Output: 200}, ProducedOutput: true, Status: StatusDone}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
+
+// moneyWays are the two ways a turn's money is written (see BenchmarkTurnMoney).
+var moneyWays = []struct {
+	name  string
+	fresh bool
+}{{"steps", false}, {"journal", true}}
 
 // BenchmarkCosts measures /admin/costs over 30 days of seeded rollups: per day 12 models,
 // 50 tools × 3 models, and 1,000 active users (the sizes a deployment with about 1,000,000
@@ -91,6 +105,12 @@ func BenchmarkCosts(b *testing.B) {
 // BenchmarkTurnMoneyParallel is BenchmarkTurnMoney from 16 goroutines over 8 users (two turns
 // in flight per user, as in `maula-chat bench record`): what concurrency does to the money steps.
 func BenchmarkTurnMoneyParallel(b *testing.B) {
+	for _, way := range moneyWays {
+		b.Run(way.name, func(b *testing.B) { benchTurnMoneyParallel(b, way.fresh) })
+	}
+}
+
+func benchTurnMoneyParallel(b *testing.B, fresh bool) {
 	e := newEnv(b)
 	ctx := context.Background()
 	s := e.service(b, PolicyPerCall, 0)
@@ -108,7 +128,9 @@ func BenchmarkTurnMoneyParallel(b *testing.B) {
 			i := next.Add(1)
 			u := users[i%int64(len(users))]
 			t0 := time.Now()
-			res, err := s.Reserve(ctx, req(u, fmt.Sprintf("pbench-%s-%d", run, i)))
+			r := req(u, fmt.Sprintf("pbench-%s-%d", run, i))
+			r.Fresh = fresh
+			res, err := s.Reserve(ctx, r)
 			if err != nil {
 				b.Error(err)
 				return
@@ -125,4 +147,7 @@ func BenchmarkTurnMoneyParallel(b *testing.B) {
 	b.ReportMetric(float64(reserve.Load())/float64(b.N)/1e6, "ms-reserve")
 	b.ReportMetric(float64(settle.Load())/float64(b.N)/1e6, "ms-settle")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "turns/s")
+	if fresh {
+		b.ReportMetric(float64(2*b.N)/float64(s.j.seq), "steps/batch")
+	}
 }

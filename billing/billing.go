@@ -90,6 +90,11 @@ type Options struct {
 	// abandoned by a dead process (default 15 minutes: longer than any turn). RecoverDangling's
 	// olderThan parameter-free form uses it.
 	DanglingAfter time.Duration
+	// Journal names this process's journal when it is the store's only writer (Locking
+	// "local"): the hub's turns are then written many at a time (journal.go). Default
+	// "local"; "-" writes every step as it happens. Two services over one store must not share
+	// a name.
+	Journal string
 }
 
 // Service is the billing service. It is safe for concurrent use and holds no balance in
@@ -128,10 +133,15 @@ type Service struct {
 	earlyClosed bool
 	// earlyFault fails early writes in tests; nil otherwise.
 	earlyFault func(ReserveRequest) error
+	// journalFault fails a journal's writes in tests (journal.go); nil otherwise.
+	journalFault func(step string) error
 	// rollupQ batches the rollup writes of turns settled concurrently (see record).
 	rollupQ groupCommit[*Entry]
 	// reports is the cost report's day views (report.go); set once by New.
 	reports *reportCache
+	// j writes the hub's turns many at a time (journal.go); nil unless locking is "local".
+	// Set once by New.
+	j *journal
 }
 
 // New opens the service and creates, idempotently, the indexes billing adds to the schema.
@@ -187,6 +197,15 @@ func New(ctx context.Context, o Options) (*Service, error) {
 	// The rollup levels are created just above: index their _id lookups now (store/idindex.go).
 	if _, err := o.Mongo.IndexIDs(ctx); err != nil {
 		return nil, err
+	}
+	if s.localOnly && o.Journal != "-" {
+		name := o.Journal
+		if name == "" {
+			name = "local"
+		}
+		if err := s.openJournal(ctx, name); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -74,6 +74,9 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.journalReady(ctx); err != nil {
+		return nil, err
+	}
 	if res, ok := s.reserveEarly(ctx, r, credits, now); ok {
 		return res, nil
 	}
@@ -366,10 +369,14 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	default:
 		return nil, fmt.Errorf("%w: unknown status %q", ErrBadRequest, o.Status)
 	}
-	if err := res.waitWritten(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil, err
-		}
+	werr := res.waitWritten(ctx)
+	if werr != nil && ctx.Err() != nil {
+		return nil, werr
+	}
+	if err := s.journalReady(ctx); err != nil {
+		return nil, err
+	}
+	if err := werr; err != nil {
 		// The turn ran on an answer that was never written: reserve now, so that what was
 		// delivered is billed like any turn (capped at what the balance pays for).
 		again, rerr := s.reserveAgain(ctx, res, o)
@@ -380,6 +387,19 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 		s.log.Warn("billing: an early reservation's write failed; reserved again at settle", "requestId", res.RequestID, "err", err)
 		res = again
 	}
+	e, err := s.settleEntryOf(res, o)
+	if err != nil {
+		return nil, err
+	}
+	if set, ok, err := s.settleJournaled(ctx, res, e); ok {
+		return set, err
+	}
+	return s.settleEntry(ctx, e)
+}
+
+// settleEntryOf prices a turn's outcome and decides its charge, once: the pending settle
+// entry of res.
+func (s *Service) settleEntryOf(res *Reservation, o Outcome) (*Entry, error) {
 	if o.At.IsZero() {
 		o.At = s.now()
 	}
@@ -393,13 +413,12 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	}
 	charged := s.charge(res.Credits, o, cost.Micros)
 	u := o.Usage
-	e := &Entry{RequestID: res.RequestID, Phase: PhaseSettle, State: StatePending, UserID: res.UserID,
+	return &Entry{RequestID: res.RequestID, Phase: PhaseSettle, State: StatePending, UserID: res.UserID,
 		Credits: res.Credits - charged, Reserved: res.Credits, Charged: charged,
 		Tool: res.Tool, Provider: res.Provider, Model: res.Model, MaxTokens: res.MaxTokens,
 		Usage:      &UsageDoc{Input: u.Input, Output: u.Output, CacheRead: u.CacheRead, CacheWrite: u.CacheWrite, Reasoning: u.Reasoning, Estimated: u.Estimated},
 		CostMicros: cost.Micros, PriceID: cost.PriceID, Status: o.Status, Output: o.ProducedOutput, Reason: o.Reason,
-		At: o.At, Day: dayOf(o.At), Rollup: "claimed", CreatedAt: s.now().UTC()}
-	return s.settleEntry(ctx, e)
+		At: o.At, Day: dayOf(o.At), Rollup: "claimed", CreatedAt: s.now().UTC()}, nil
 }
 
 // settleEntry runs the settle protocol for e (or for the stored entry of the same request):
@@ -411,6 +430,17 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 //     later call that claims the rollup from "todo");
 //  4. mark the entry applied with the balance after, rollup done.
 func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error) {
+	if s.j != nil {
+		// The journal's batches count on being the only writer of a subscription while the
+		// user has steps in them: wait for those, and keep new ones out meanwhile.
+		release := s.holdEarly(e.UserID)
+		defer release()
+	}
+	return s.settleSteps(ctx, e)
+}
+
+// settleSteps is settleEntry's protocol.
+func (s *Service) settleSteps(ctx context.Context, e *Entry) (*Settlement, error) {
 	stored, existed, err := s.insertEntry(ctx, e)
 	if err != nil {
 		return nil, err
@@ -453,7 +483,7 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 				bson.D{{Key: "$set", Value: bson.D{{Key: "reserved", Value: e.Reserved}, {Key: "charged", Value: e.Charged}, {Key: "credits", Value: e.Credits}}}}); err != nil {
 				return nil, fmt.Errorf("billing: settle: %w", err)
 			}
-			return s.settleEntry(ctx, e)
+			return s.settleSteps(ctx, e)
 		}
 		nothingHeld := !existed
 		if existed {

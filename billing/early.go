@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -42,8 +43,9 @@ import (
 
 // earlyWrite is the write of one early reservation; err is set before done is closed.
 type earlyWrite struct {
-	done chan struct{}
-	err  error
+	done     chan struct{}
+	err      error
+	settling atomic.Bool // the first Settle of the reservation claims it (journal.go)
 }
 
 // earlyUser counts one user's early reservations in flight. Its fields are owned by mu.
@@ -85,6 +87,16 @@ func (s *Service) holdEarly(userID bson.ObjectID) (release func()) {
 	}
 }
 
+// done ends one step counted in inflight.
+func (u *earlyUser) done() {
+	u.mu.Lock()
+	u.inflight--
+	if u.inflight == 0 {
+		u.idle.Broadcast()
+	}
+	u.mu.Unlock()
+}
+
 // reserveEarly answers r at once when the user's balance, less the early reservations still
 // being written, covers credits; ok is false when r must take the synchronous path.
 func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits int64, now time.Time) (res *Reservation, ok bool) {
@@ -121,23 +133,24 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 	defer s.earlyMu.RUnlock()
 	s.earlyJobs.Go(func() {
 		// The turn may be cancelled at once; the write must still happen or the settle fails.
-		var got *Reservation
 		err := s.testEarlyFault(r)
-		if err == nil {
+		switch {
+		case err != nil:
+		case s.j != nil: // with the journal: written with other turns' steps (journal.go)
+			err = s.reserveJournaled(r, credits, now)
+		default:
+			var got *Reservation
 			got, err = s.reserveNow(context.WithoutCancel(ctx), r, credits, now, true)
-		}
-		if err == nil && (got.Credits != credits || got.CapLowered) {
-			// Cannot happen while holdEarly guards every other balance change.
-			err = fmt.Errorf("billing: early reservation %q written as %d credits, answered %d", r.RequestID, got.Credits, credits)
+			if err == nil && (got.Credits != credits || got.CapLowered) {
+				// Cannot happen while holdEarly guards every other balance change.
+				err = fmt.Errorf("billing: early reservation %q written as %d credits, answered %d", r.RequestID, got.Credits, credits)
+			}
 		}
 		w.err = err
 		u.mu.Lock()
 		u.reserved -= credits
-		u.inflight--
-		if u.inflight == 0 {
-			u.idle.Broadcast()
-		}
 		u.mu.Unlock()
+		u.done()
 		close(w.done)
 	})
 	return &Reservation{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
@@ -187,13 +200,16 @@ func (res *Reservation) waitWritten(ctx context.Context) error {
 	return nil
 }
 
-// WaitEarly waits until every early reservation answered so far is written; later
-// reservations take the synchronous path (shutdown).
+// WaitEarly waits until every early reservation answered so far is written, and writes
+// the rollups the journal carries; later reservations take the synchronous path (shutdown).
 func (s *Service) WaitEarly() {
 	s.earlyMu.Lock()
 	s.earlyClosed = true
 	s.earlyMu.Unlock()
 	s.earlyJobs.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s.closeJournal(ctx)
 }
 
 // testEarlyFault, when set by a test, fails the write of an early reservation.

@@ -17,6 +17,7 @@ type groupCommit[T any] struct {
 	mu       sync.Mutex
 	queue    []*gcItem[T]
 	flushing bool
+	limit    int // the most items one flush takes (0: all queued); set before first use
 }
 
 type gcItem[T any] struct {
@@ -51,6 +52,11 @@ func (g *groupCommit[T]) do(v T, flush func([]T) error) error {
 	g.flushing = true
 	batch := g.queue
 	g.queue = nil
+	if g.limit > 0 && len(batch) > g.limit {
+		// The leader is always the queue's first item (a new leader found it empty; a handed
+		// lead goes to the oldest), so its own item is in the batch.
+		batch, g.queue = batch[:g.limit:g.limit], append([]*gcItem[T](nil), batch[g.limit:]...)
+	}
 	g.mu.Unlock()
 
 	vs := make([]T, len(batch))

@@ -2,7 +2,9 @@ package billing
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,6 +39,10 @@ type env struct {
 	clk   *clock
 	kv    kv.Store
 }
+
+// journalNames gives each service of the package's tests its own journal: they share one
+// store, and a journal belongs to one service.
+var journalNames atomic.Int64
 
 var (
 	sharedOnce  sync.Once
@@ -75,8 +81,15 @@ func (e *env) service(t testing.TB, policy string, mpc int64) *Service {
 // with the default embedded store) or "on" (the shared lease lock, for several instances).
 func (e *env) serviceLocking(t testing.TB, policy string, mpc int64, locking string) *Service {
 	t.Helper()
+	return e.serviceJournal(t, policy, mpc, locking, fmt.Sprintf("test-%d", journalNames.Add(1)))
+}
+
+// serviceJournal is serviceLocking with the journal named: a second service with the name
+// of one that died stands for the same process started again.
+func (e *env) serviceJournal(t testing.TB, policy string, mpc int64, locking, journal string) *Service {
+	t.Helper()
 	s, err := New(context.Background(), Options{Mongo: e.mongo, KV: e.kv, Prices: providers.DefaultPrices(),
-		Plans: testPlans, Policy: policy, MicrosPerCredit: mpc, Now: e.clk.Now, Locking: locking})
+		Plans: testPlans, Policy: policy, MicrosPerCredit: mpc, Now: e.clk.Now, Locking: locking, Journal: journal})
 	if err != nil {
 		t.Fatal(err)
 	}

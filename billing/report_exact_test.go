@@ -312,6 +312,9 @@ func TestCostsExactAfterTurns(t *testing.T) {
 
 	st = time.Now()
 	d0, d1 := first, first.AddDate(0, 0, 30)
+	if err := s.SyncJournal(ctx); err != nil { // Reconcile reads the rollups directly
+		t.Fatal(err)
+	}
 	diffs, err := Reconcile(ctx, e.mongo, s.o.Prices, dbs, d0, d1)
 	if err != nil {
 		t.Fatal(err)

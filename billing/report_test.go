@@ -182,6 +182,9 @@ func TestCostsExactAndReconcile(t *testing.T) {
 		for _, tool := range genTools {
 			dbs = append(dbs, tool+"-db")
 		}
+		if err := s.SyncJournal(ctx); err != nil { // Reconcile reads the rollups directly
+			t.Fatal(err)
+		}
 		diffs, err := Reconcile(ctx, e.mongo, s.o.Prices, dbs, from, to)
 		if err != nil {
 			t.Fatal(err)

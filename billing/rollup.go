@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -82,15 +83,16 @@ func rollupInc(e *Entry) bson.D {
 		{Key: "cacheWrite", Value: u.CacheWrite}, {Key: "reasoning", Value: u.Reasoning}, {Key: "costMicros", Value: e.CostMicros}}
 }
 
-// upsertByID $inc-s the document whose key fields are key, addressed by an _id derived from
-// them (store.UpsertByID): FerretDB answers only {_id: v} filters without scanning the whole
-// collection, which for rollups grows every day. Two first writers of the same key race on
-// the unique index; the loser's retry finds the document.
-func upsertByID(ctx context.Context, ms *store.Store, c *mongo.Collection, id any, key, inc bson.D) error {
+// upsertByID applies update (a $inc, possibly with a $set) to the document whose key fields
+// are key, addressed by an _id derived from them (store.UpsertByID): FerretDB answers only
+// {_id: v} filters without scanning the whole collection, which for rollups grows every day.
+// Two first writers of the same key race on the unique index; the loser's retry finds the
+// document.
+func upsertByID(ctx context.Context, ms *store.Store, c *mongo.Collection, id any, key, update bson.D) error {
 	for attempt := 0; ; attempt++ {
 		// Busy means not committed: retrying cannot count twice.
 		err := retryBusy(ctx, func() error {
-			return ms.Write(c.Database().Name(), func() error { return store.UpsertByID(ctx, c, id, key, bson.D{{Key: "$inc", Value: inc}}).Err() })
+			return ms.Write(c.Database().Name(), func() error { return store.UpsertByID(ctx, c, id, key, update).Err() })
 		})
 		if err == nil || !isDup(err) || attempt == 3 {
 			if err != nil {
@@ -180,6 +182,12 @@ next:
 }
 
 func (s *Service) recordDocs(ctx context.Context, batch []*Entry) error {
+	return s.writeDocs(ctx, s.rollupBatch(batch), nil)
+}
+
+// rollupBatch merges the increments of settled turns per document: the four rollup levels
+// and the tool's analytics document of the user's day.
+func (s *Service) rollupBatch(batch []*Entry) *docBatch {
 	b := &docBatch{byID: map[string]*docInc{}}
 	for _, e := range batch {
 		for l := range numLevels {
@@ -196,16 +204,56 @@ func (s *Service) recordDocs(ctx context.Context, batch []*Entry) error {
 				bson.D{{Key: "userId", Value: e.UserID}, {Key: "date", Value: day}}, analyticsInc(e))
 		}
 	}
-	// Sequential on purpose: the embedded server answers concurrent writes to one SQLite file
-	// with SQLITE_BUSY, and the retries cost far more than the writes.
+	return b
+}
+
+// writeDocs writes a batch's merged increments, one upsert per document. mark, when set, is
+// the journal's marker, $set in the same update (journal.go); a document whose marker says
+// it already has them is left alone. The tools' analytics documents are written beside the
+// rollups: another database is another SQLite file, with a writer of its own.
+func (s *Service) writeDocs(ctx context.Context, b *docBatch, mark *journalMark) error {
+	var auth, tools []*docInc
 	for _, d := range b.list {
+		if d.coll.Database().Name() == model.AuthDB {
+			auth = append(auth, d)
+		} else {
+			tools = append(tools, d)
+		}
+	}
+	var toolErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		toolErr = s.writeDocList(ctx, tools, mark)
+	}()
+	err := s.writeDocList(ctx, auth, mark)
+	<-done
+	return errors.Join(err, toolErr)
+}
+
+// writeDocList writes docs one after the other: the embedded server answers concurrent
+// writes to one SQLite file with SQLITE_BUSY, and the retries cost far more than the writes.
+func (s *Service) writeDocList(ctx context.Context, docs []*docInc, mark *journalMark) error {
+	for _, d := range docs {
 		inc := d.inc
 		for _, f := range d.inc {
 			if f.Key == "aiUsage.totalCostMicros" { // the seed's USD figure, from the exact sum
 				inc = append(inc, bson.E{Key: "aiUsage.totalCost", Value: float64(f.Value.(int64)) / 1e6})
 			}
 		}
-		if err := upsertByID(ctx, s.o.Mongo, d.coll, d.id, d.key, inc); err != nil {
+		update := bson.D{{Key: "$inc", Value: inc}}
+		if mark != nil {
+			if done, err := mark.has(ctx, d.coll, d.id); err != nil {
+				return err
+			} else if done {
+				continue
+			}
+			update = append(update, mark.set())
+			if err := s.testJournalFault("rollup"); err != nil {
+				return err
+			}
+		}
+		if err := upsertByID(ctx, s.o.Mongo, d.coll, d.id, d.key, update); err != nil {
 			return err
 		}
 	}

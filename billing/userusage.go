@@ -133,6 +133,9 @@ func (s *Service) userReports(ctx context.Context, q CostQuery, groupings [][]st
 			return nil, err
 		}
 	}
+	if err := s.SyncJournal(ctx); err != nil { // the rollups of every turn settled so far
+		return nil, fmt.Errorf("billing: cost report: %w", err)
+	}
 	var rd ReadStats
 	days, ok, err := s.userDays(ctx, q, &rd)
 	if err != nil {

@@ -155,13 +155,18 @@ func runAdminReconcile(ctx context.Context, args []string) error {
 	if err := errors.Join(err1, err2); err != nil || t.Before(f) {
 		return usageErr(fmt.Errorf("--from and --to must be YYYY-MM-DD, from ≤ to: %v", err))
 	}
-	_, st, release, err := openAdminStores(ctx)
+	cfg, st, release, err := openAdminStores(ctx)
 	if err != nil {
 		return err
 	}
 	defer release()
 	prices, err := providers.LoadPricesFile(os.Getenv("MAULA_PRICES"))
 	if err != nil {
+		return runErr(err)
+	}
+	// Opening billing replays its journal: rollups a stopped server still carried are written
+	// before they are compared.
+	if _, err := newBillingService(ctx, cfg, st); err != nil {
 		return runErr(err)
 	}
 	start := time.Now()

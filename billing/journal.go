@@ -1,0 +1,622 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/maula-ai/maula-chat/model"
+	"github.com/maula-ai/maula-chat/store"
+)
+
+// The journal: the turns' money written many at a time.
+//
+// Why: written one step at a time (credits.go), a turn costs six single-document writes to the
+// embedded server (reserve and settle: ledger entry, subscription, mark applied), ~1.5–2 ms of
+// CPU each, and that bounded the recorded turns per second. When this process is the store's
+// only writer (locking "local"), its copy of each subscription (the shadow) is the truth, so
+// the outcome of each step is known before it is written, and many turns' steps can be
+// written together. Only the steps of the hub's turns go this way: the write of a reservation
+// answered early (early.go) and the settle of such a reservation.
+//
+// A flush (one at a time; groupCommit gathers the steps that arrive meanwhile) writes:
+//
+//  1. the journal document {_id: <name>, seq, entries, carried, rollups}: every ledger entry
+//     of the batch as it will be stored, applied, with its balance after, and the settles of
+//     earlier batches whose rollups are not written yet; once it is written the batch is
+//     decided, whatever happens next;
+//  2. the entries into the ledger, in one insertMany;
+//  3. each subscription the batch touches, once: $inc of the sum of its entries, the holds
+//     set and released, and journal.<name> = seq in the same update;
+//  4. when due (rollupEvery, a report, shutdown): the rollups and analytics documents of the
+//     settles carried and its own, once per document, each also with journal.<name> = seq.
+//     Otherwise its settles are carried by the next batches' documents until one writes them.
+//
+// What keeps it exact: the step is decided from the shadow and checked there (a reserve
+// needs the credits and no hold yet, a settle needs its hold); while a user has steps in the
+// journal no other step writes that user's subscription (every other balance change waits
+// in holdEarly, and a settle arriving while one waits takes the one-step-at-a-time path).
+// A crash after 1 leaves a document that says what the batch is: at the next start (and
+// after a failed flush) it is replayed, each write skipped where the document's journal
+// marker already has the batch's seq, so a replay of a complete batch changes nothing and one
+// of a partial batch finishes it exactly. A crash before 1 loses the batch as if its steps had
+// never been answered: reservations vanish with the process, and settles were not answered.
+// A flush that fails before 1 answers its steps with errNotWritten: nothing of them was
+// written and they take the one-step path. One that fails after 1 is completed by a replay
+// before its steps are answered; if even the replay fails, billing refuses to change any
+// balance (errJournalBroken) until a replay succeeds, because the one-step path cannot know
+// what the journal will still write.
+
+// journalColl is the collection of maula-auth-db holding each journal's last batch.
+const journalColl = "billing_journal"
+
+// journalBatchLimit keeps a batch's journal document far below MongoDB's 16 MiB.
+const journalBatchLimit = 1024
+
+var (
+	// errNotWritten: nothing of the step was written; it may be written another way.
+	errNotWritten = errors.New("billing: journal: not written")
+	// errJournalBroken: a flush could not be completed; balances wait for its replay.
+	errJournalBroken = errors.New("billing: journal: a batch waits to be replayed")
+)
+
+// journal is the service's batch writer. seq and pending are owned by mu, which a flush or a
+// replay holds from start to end; broken mirrors pending != nil for lock-free checks.
+type journal struct {
+	name    string // the document's _id and the markers' field: journal.<name>
+	coll    *mongo.Collection
+	q       groupCommit[*jop]
+	mu      sync.Mutex
+	seq     int64       // last batch written whole
+	pending *journalDoc // a batch written in the journal but not yet everywhere else
+	broken  atomic.Bool
+	// carry is the settles whose rollups are not written yet (they are in the journal
+	// document), since carrySince; timer, when armed, writes them after rollupEvery.
+	carry      []*Entry
+	carrySince time.Time
+	timer      bool
+	closed     bool // shutdown: no more timers
+}
+
+// jop is one step in the journal: a reserve or settle entry, as it will be stored.
+type jop struct {
+	e   *Entry
+	err error // set by the flush: the step was refused (wraps errNotWritten)
+}
+
+// journalDoc is a journal's last batch.
+type journalDoc struct {
+	ID      string    `bson:"_id"`
+	Seq     int64     `bson:"seq"`
+	At      time.Time `bson:"at"`
+	Entries []*Entry  `bson:"entries"`
+	// Carried are earlier batches' settles whose rollups are not written yet; Rollups says
+	// this batch writes them, with its own settles'. Otherwise they all wait for a later one.
+	Carried []*Entry `bson:"carried,omitempty"`
+	Rollups bool     `bson:"rollups"`
+}
+
+// settles returns the entries of d whose rollups d writes, or would carry.
+func (d *journalDoc) settles() []*Entry {
+	out := append([]*Entry(nil), d.Carried...)
+	for _, e := range d.Entries {
+		if e.Phase == PhaseSettle && e.Rollup == "done" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Rollups are written at most every rollupEvery (and before any report reads them, and at
+// shutdown): a rollup document takes the increments of all the settles since in one write,
+// where each batch would write it again. rollupCarryMax bounds the settles carried.
+const (
+	rollupEvery    = 250 * time.Millisecond
+	rollupCarryMax = 2048
+)
+
+// journalMark is the marker a batch leaves on every document it changes: journal.<name> =
+// seq. check says the batch may have been written before (a replay): read the marker first.
+type journalMark struct {
+	name  string
+	seq   int64
+	check bool
+}
+
+func (m *journalMark) field() string { return "journal." + m.name }
+
+func (m *journalMark) set() bson.E {
+	return bson.E{Key: "$set", Value: bson.D{{Key: m.field(), Value: m.seq}}}
+}
+
+// has reports whether the document already carries the batch (only when m.check).
+func (m *journalMark) has(ctx context.Context, c *mongo.Collection, id any) (bool, error) {
+	if !m.check {
+		return false, nil
+	}
+	var d struct {
+		Journal map[string]int64 `bson:"journal"`
+	}
+	err := c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "journal", Value: 1}})).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("billing: journal: read marker of %s: %w", c.Name(), err)
+	}
+	return d.Journal[m.name] >= m.seq, nil
+}
+
+// openJournal starts the journal named name: it replays the last batch, which a crash may
+// have left half written (a complete one is skipped document by document).
+func (s *Service) openJournal(ctx context.Context, name string) error {
+	if !safeKey.MatchString(name) {
+		return fmt.Errorf("billing: journal name %q: letters, digits, '_', ':' and '-' only", name)
+	}
+	j := &journal{name: name, coll: s.o.Mongo.DB(model.AuthDB).Collection(journalColl)}
+	j.q.limit = journalBatchLimit
+	var d journalDoc
+	err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&d)
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+		return fmt.Errorf("billing: journal: read: %w", err)
+	}
+	s.j = j
+	if err == nil {
+		if err := s.replayJournal(ctx, &d); err != nil {
+			return err
+		}
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		s.committed(&d)
+		if len(j.carry) > 0 { // the last run's rollups still to write: now, not at its next turn
+			return s.writeBatch(ctx, nil, true)
+		}
+	}
+	return nil
+}
+
+// committed records a batch written everywhere (j.mu held): its seq, and the settles whose
+// rollups it left to a later batch.
+func (s *Service) committed(d *journalDoc) {
+	j := s.j
+	j.seq = d.Seq
+	if d.Rollups {
+		j.carry = nil
+		return
+	}
+	if len(j.carry) == 0 {
+		j.carrySince = time.Now()
+	}
+	j.carry = d.settles()
+	if len(j.carry) > 0 && !j.timer && !j.closed {
+		j.timer = true
+		time.AfterFunc(rollupEvery, func() {
+			if err := s.syncJournal(context.Background(), true); err != nil {
+				s.log.Warn("billing: journal: writing the rollups", "err", err)
+			}
+		})
+	}
+}
+
+// SyncJournal writes the rollups the journal still carries, so that reports read every
+// settled turn; reports call it. A no-op without the journal.
+func (s *Service) SyncJournal(ctx context.Context) error { return s.syncJournal(ctx, false) }
+
+func (s *Service) syncJournal(ctx context.Context, fromTimer bool) error {
+	if s.j == nil {
+		return nil
+	}
+	j := s.j
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if fromTimer {
+		j.timer = false
+	}
+	if err := s.repairLocked(ctx); err != nil {
+		return err
+	}
+	if len(j.carry) == 0 {
+		return nil
+	}
+	return s.writeBatch(ctx, nil, true)
+}
+
+// closeJournal writes what the journal carries and stops its timers (shutdown).
+func (s *Service) closeJournal(ctx context.Context) {
+	if s.j == nil {
+		return
+	}
+	if err := s.SyncJournal(ctx); err != nil {
+		s.log.Warn("billing: journal: writing the rollups at shutdown", "err", err)
+	}
+	s.j.mu.Lock()
+	s.j.closed = true
+	s.j.mu.Unlock()
+}
+
+// runJournal writes e through the journal and returns when it is written everywhere.
+func (s *Service) runJournal(e *Entry) error {
+	op := &jop{e: e}
+	if err := s.j.q.do(op, s.flushJournal); err != nil {
+		return err
+	}
+	return op.err
+}
+
+// journalReady returns errJournalBroken while a failed batch waits for its replay, after one
+// more attempt at it. Every step that changes a balance asks first: until the batch is
+// written, nothing can tell which of its changes are in place.
+func (s *Service) journalReady(ctx context.Context) error {
+	if s.j == nil || !s.j.broken.Load() {
+		return nil
+	}
+	j := s.j
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return s.repairLocked(ctx)
+}
+
+// repairLocked replays the pending batch, if any (j.mu held).
+func (s *Service) repairLocked(ctx context.Context) error {
+	j := s.j
+	if j.pending == nil {
+		return nil
+	}
+	if err := s.replayJournal(ctx, j.pending); err != nil {
+		return fmt.Errorf("%w: %w", errJournalBroken, err)
+	}
+	s.log.Warn("billing: journal: a failed batch was completed by replay", "seq", j.pending.Seq)
+	s.committed(j.pending)
+	j.pending = nil
+	j.broken.Store(false)
+	return nil
+}
+
+// flushJournal writes one batch (groupCommit's flush): the steps refused by the shadow get
+// their own error, the others are written together.
+func (s *Service) flushJournal(batch []*jop) error {
+	// The batch carries many callers' steps: no caller's cancellation may cut it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	j := s.j
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if err := s.repairLocked(ctx); err != nil {
+		return err
+	}
+	return s.writeBatch(ctx, s.planJournal(ctx, batch), false)
+}
+
+// writeBatch writes a batch of entries (j.mu held); force writes the rollups carried even
+// when they are not due.
+func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) error {
+	j := s.j
+	doc := &journalDoc{ID: j.name, Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, Carried: j.carry}
+	pending := len(j.carry)
+	for _, e := range entries {
+		if e.Phase == PhaseSettle {
+			pending++
+		}
+	}
+	doc.Rollups = pending > 0 && (force || pending >= rollupCarryMax || (len(j.carry) > 0 && time.Since(j.carrySince) >= rollupEvery))
+	if len(entries) == 0 && !doc.Rollups {
+		return nil
+	}
+	err := retryBusy(ctx, func() error {
+		if err := s.testJournalFault("journal"); err != nil {
+			return err
+		}
+		return s.write(func() error {
+			_, err := j.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: j.name}}, doc, options.Replace().SetUpsert(true))
+			return err
+		})
+	})
+	if err == nil {
+		if err = s.applyJournal(ctx, doc, false); err == nil {
+			s.committed(doc)
+			return nil
+		}
+	}
+	return s.flushFailed(ctx, doc, err)
+}
+
+// flushFailed decides what a failed flush wrote: nothing when the journal does not hold the
+// batch (its steps may go another way), else the batch is completed by replay; while that
+// fails, balances wait (errJournalBroken).
+func (s *Service) flushFailed(ctx context.Context, doc *journalDoc, cause error) error {
+	j := s.j
+	wait := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var got journalDoc
+		err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: j.name}}).Decode(&got)
+		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && got.Seq != doc.Seq) {
+			s.log.Warn("billing: journal: a batch was not written", "seq", doc.Seq, "err", cause)
+			return fmt.Errorf("%w: %w", errNotWritten, cause)
+		}
+		if err == nil {
+			if err = s.replayJournal(ctx, &got); err == nil {
+				s.log.Warn("billing: journal: a failed batch was completed by replay", "seq", doc.Seq, "err", cause)
+				s.committed(doc)
+				return nil
+			}
+		}
+		if attempt == 2 {
+			j.pending = doc
+			j.broken.Store(true)
+			s.log.Error("billing: journal: a batch could not be completed; balances wait for its replay", "seq", doc.Seq, "err", cause, "replay", err)
+			return fmt.Errorf("%w: %w", errJournalBroken, cause)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait *= 4
+	}
+}
+
+// userBatch is one user's part of a batch: the subscription before it and the entries after
+// it, in order.
+type userBatch struct {
+	entries []*Entry
+	credits int64
+	holds   map[string]hold
+}
+
+// planJournal checks each step against the shadow, in order, and completes its entry
+// (applied, balance after); a step that does not hold is refused alone. It returns the
+// entries to write.
+func (s *Service) planJournal(ctx context.Context, batch []*jop) []*Entry {
+	users := map[bson.ObjectID]*userBatch{}
+	now := s.now().UTC()
+	var entries []*Entry
+	for _, op := range batch {
+		e := op.e
+		ub := users[e.UserID]
+		if ub == nil {
+			var cur *subDoc
+			err := s.onSub(ctx, e.UserID, func() (err error) { cur, err = s.currentSub(ctx, e.UserID); return err })
+			if err == nil && cur == nil {
+				err = ErrNoSubscription
+			}
+			if err != nil {
+				op.err = fmt.Errorf("%w: %w", errNotWritten, err)
+				continue
+			}
+			ub = &userBatch{credits: cur.Features.AICredits, holds: make(map[string]hold, len(cur.Holds))}
+			for k, h := range cur.Holds {
+				ub.holds[k] = h
+			}
+			users[e.UserID] = ub
+		}
+		key := holdKey("r_", e.RequestID)
+		h, held := ub.holds[key]
+		switch {
+		case e.Phase == PhaseReserve && !held && ub.credits >= e.Reserved:
+			ub.credits -= e.Reserved
+			ub.holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
+		case e.Phase == PhaseSettle && held && h.Phase == PhaseReserve && h.Credits == e.Reserved:
+			ub.credits += e.Credits
+			delete(ub.holds, key)
+		default:
+			op.err = fmt.Errorf("%w: %s %q does not match the balance or holds in memory", errNotWritten, e.Phase, e.RequestID)
+			continue
+		}
+		e.State, e.BalanceAfter, e.AppliedAt = StateApplied, ub.credits, &now
+		ub.entries = append(ub.entries, e)
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// applyJournal does steps 2 to 4 of a batch. replay says they may have been done before, in
+// part: every write is then checked against what is stored.
+func (s *Service) applyJournal(ctx context.Context, doc *journalDoc, replay bool) error {
+	if err := s.insertJournaled(ctx, doc.Entries, replay); err != nil {
+		return err
+	}
+	mark := &journalMark{name: s.j.name, seq: doc.Seq, check: replay}
+	var order []bson.ObjectID
+	byUser := map[bson.ObjectID][]*Entry{}
+	for _, e := range doc.Entries {
+		if _, ok := byUser[e.UserID]; !ok {
+			order = append(order, e.UserID)
+		}
+		byUser[e.UserID] = append(byUser[e.UserID], e)
+	}
+	for _, u := range order {
+		if err := s.writeJournaledSub(ctx, u, byUser[u], mark); err != nil {
+			return err
+		}
+	}
+	if !doc.Rollups {
+		return nil
+	}
+	b := s.rollupBatch(doc.settles())
+	return s.withLock(ctx, store.RollupsLock, func() error { return s.writeDocs(ctx, b, mark) })
+}
+
+// insertJournaled stores a batch's entries: one insertMany, or, in a replay, one insert each
+// with an entry already there kept.
+func (s *Service) insertJournaled(ctx context.Context, entries []*Entry, replay bool) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	if !replay {
+		docs := make([]any, len(entries))
+		for i, e := range entries {
+			docs[i] = e
+		}
+		if err := s.testJournalFault("ledger"); err != nil {
+			return err
+		}
+		err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.ledger.InsertMany(ctx, docs); return err }) })
+		if err != nil {
+			return fmt.Errorf("billing: journal: ledger: %w", err)
+		}
+		return nil
+	}
+	if err := s.testJournalFault("ledger"); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.ledger.InsertOne(ctx, e); return err }) })
+		if err == nil || !isDup(err) {
+			if err != nil {
+				return fmt.Errorf("billing: journal: ledger: %w", err)
+			}
+			continue
+		}
+		if n, err := s.ledger.CountDocuments(ctx, bson.D{{Key: "_id", Value: e.ID}}); err != nil {
+			return fmt.Errorf("billing: journal: ledger: %w", err)
+		} else if n == 0 { // another entry holds (requestId, phase): cannot happen, keep it and say so
+			s.log.Error("billing: journal: a ledger entry of the same request and phase exists; kept", "requestId", e.RequestID, "phase", e.Phase)
+		}
+	}
+	return nil
+}
+
+// writeJournaledSub writes one user's part of a batch into the subscription: one update.
+func (s *Service) writeJournaledSub(ctx context.Context, user bson.ObjectID, entries []*Entry, mark *journalMark) error {
+	upd := journalSubUpdate(entries, mark)
+	want := entries[len(entries)-1].BalanceAfter
+	return s.onSub(ctx, user, func() error {
+		var cur *subDoc
+		var err error
+		if mark.check {
+			cur, err = s.readSub(ctx, user)
+		} else {
+			cur, err = s.currentSub(ctx, user)
+		}
+		if err != nil {
+			return err
+		}
+		if cur == nil { // deleted since: nothing to hold or return credits to
+			s.log.Error("billing: journal: the subscription is gone; its part of the batch is dropped", "user", user.Hex())
+			return nil
+		}
+		if mark.check && cur.Journal[mark.name] >= mark.seq {
+			s.shadow.Store(user, cur)
+			return nil
+		}
+		if err := s.testJournalFault("sub"); err != nil {
+			return err
+		}
+		var after subDoc
+		err = s.write(func() error {
+			return s.subs.FindOneAndUpdate(ctx, bson.D{{Key: "_id", Value: cur.ID}}, upd, afterBalance).Decode(&after)
+		})
+		if err != nil {
+			s.shadow.Delete(user) // the outcome is unknown: read it next time
+			return fmt.Errorf("billing: journal: subscription: %w", err)
+		}
+		s.shadow.Store(user, &after)
+		if !mark.check && after.Features.AICredits != want {
+			s.log.Error("billing: journal: the balance written differs from the one in memory", "user", user.Hex(), "written", after.Features.AICredits, "memory", want)
+		}
+		return nil
+	})
+}
+
+// journalSubUpdate is one user's entries of a batch as one update of the subscription: the
+// sum of their credits, the holds of the reserves not settled in the batch, the release of
+// the holds settled, the count of holds and the journal marker.
+func journalSubUpdate(entries []*Entry, mark *journalMark) bson.D {
+	var credits, holds int64
+	settled := map[string]bool{}
+	for _, e := range entries {
+		if e.Phase == PhaseSettle {
+			settled[holdKey("r_", e.RequestID)] = true
+		}
+	}
+	set := bson.D{{Key: mark.field(), Value: mark.seq}}
+	var unset bson.D
+	reserved := map[string]bool{}
+	for _, e := range entries {
+		credits += e.Credits
+		key := holdKey("r_", e.RequestID)
+		switch e.Phase {
+		case PhaseReserve:
+			holds++
+			reserved[key] = true
+			if !settled[key] {
+				set = append(set, bson.E{Key: "holds." + key, Value: hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}})
+			}
+		case PhaseSettle:
+			holds--
+			if !reserved[key] {
+				unset = append(unset, bson.E{Key: "holds." + key, Value: ""})
+			}
+		}
+	}
+	upd := bson.D{
+		{Key: "$inc", Value: bson.D{{Key: "features.aiCredits", Value: credits}, {Key: "holdCount", Value: holds}}},
+		{Key: "$set", Value: set},
+	}
+	if len(unset) > 0 {
+		upd = append(upd, bson.E{Key: "$unset", Value: unset})
+	}
+	return upd
+}
+
+// replayJournal writes a batch again where it is not yet: after a crash or a failed flush.
+func (s *Service) replayJournal(ctx context.Context, d *journalDoc) error {
+	if err := s.applyJournal(ctx, d, true); err != nil {
+		return fmt.Errorf("billing: journal: replay of batch %d: %w", d.Seq, err)
+	}
+	return nil
+}
+
+// reserveJournaled writes an early reservation through the journal.
+func (s *Service) reserveJournaled(r ReserveRequest, credits int64, now time.Time) error {
+	return s.runJournal(&Entry{ID: bson.NewObjectID(), RequestID: r.RequestID, Phase: PhaseReserve, UserID: r.UserID,
+		Credits: -credits, Reserved: credits, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
+		MaxTokens: r.MaxTokens, At: now, CreatedAt: now})
+}
+
+// settleJournaled settles through the journal a reservation written there; ok is false when
+// the settle must take the one-step path (credits.go) instead: another settle of the same
+// reservation came first, another step of the user's is under way, or the journal refused it
+// (nothing of it written).
+func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entry) (set *Settlement, ok bool, err error) {
+	if s.j == nil || res.written == nil || !res.written.settling.CompareAndSwap(false, true) {
+		return nil, false, nil
+	}
+	u := s.earlyUser(res.UserID)
+	u.mu.Lock()
+	if u.blocked > 0 {
+		u.mu.Unlock()
+		return nil, false, nil
+	}
+	u.inflight++
+	u.mu.Unlock()
+	defer u.done()
+	je := *e
+	je.ID, je.Rollup = bson.NewObjectID(), "done"
+	if e.Rollup == "skip" {
+		je.Rollup = "skip"
+	}
+	if err := s.runJournal(&je); err != nil {
+		if errors.Is(err, errNotWritten) {
+			return nil, false, nil
+		}
+		return nil, true, fmt.Errorf("billing: settle %q: %w", e.RequestID, err)
+	}
+	s.recordCounters(ctx, &je)
+	return settlement(&je), true, nil
+}
+
+// testJournalFault, when set by a test, fails the journal's write at step ("journal",
+// "ledger", "sub", "rollup").
+func (s *Service) testJournalFault(step string) error {
+	if s.journalFault == nil {
+		return nil
+	}
+	return s.journalFault(step)
+}

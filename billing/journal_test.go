@@ -1,0 +1,289 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/maula-ai/maula-chat/providers"
+)
+
+// turnUsage is what every turn of the journal tests used.
+var turnUsage = providers.Usage{Input: 1200, Output: 340, CacheRead: 100}
+
+// checkJournaled checks what the journal tests expect of a user after their turns: the ledger
+// equals the balance, nothing is held, and the user's cost report counts turns settled
+// turns costing costMicros in all.
+func checkJournaled(t *testing.T, s *Service, u bson.ObjectID, day time.Time, turns, costMicros int64) int64 {
+	t.Helper()
+	ctx := context.Background()
+	bal := checkLedger(t, s, u)
+	sub, err := s.readSub(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.HoldCount != 0 || len(sub.Holds) != 0 {
+		t.Fatalf("holds left: count %d, %v", sub.HoldCount, sub.Holds)
+	}
+	rep, err := s.Costs(ctx, CostQuery{From: day, To: day, GroupBy: []string{DimUser}, UserID: u, Fresh: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Totals.Requests != turns || rep.Totals.CostMicros != costMicros {
+		t.Fatalf("report: %d requests costing %d µ$, want %d costing %d", rep.Totals.Requests, rep.Totals.CostMicros, turns, costMicros)
+	}
+	return bal
+}
+
+// The hub's turns go through the journal, many at a time: concurrent turns of several users,
+// some of them not fresh (written step by step beside the journal's batches), leave every
+// ledger equal to its balance, no hold, the reports exact, and fewer batches than steps.
+func TestJournalWritesTurnsTogether(t *testing.T) {
+	e := newEnv(t)
+	e.clk.Add(400 * 24 * time.Hour) // a day of its own for the reports
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCost, 1000)
+	if s.j == nil {
+		t.Fatal("no journal with locking local")
+	}
+	const users, perUser = 6, 8
+	type tally struct{ turns, cost, charged atomic.Int64 }
+	us := make([]bson.ObjectID, users)
+	got := make([]tally, users)
+	for i := range us {
+		us[i] = newUser(t, s, 5000)
+	}
+	var journaled atomic.Int64
+	var wg sync.WaitGroup
+	for i := range users * perUser {
+		wg.Go(func() {
+			ui := i % users
+			r := req(us[ui], fmt.Sprintf("journal-%s-%d", us[ui].Hex(), i))
+			r.Fresh = i%4 != 3 // one turn in four the step-by-step way
+			res, err := s.Reserve(ctx, r)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.written != nil {
+				journaled.Add(1)
+			}
+			st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[ui].turns.Add(1)
+			got[ui].cost.Add(st.CostMicros)
+			got[ui].charged.Add(st.Credits)
+		})
+	}
+	wg.Wait()
+	s.WaitEarly()
+	if t.Failed() {
+		return
+	}
+	for i, u := range us {
+		bal := checkJournaled(t, s, u, e.clk.Now(), got[i].turns.Load(), got[i].cost.Load())
+		if bal != 5000-got[i].charged.Load() {
+			t.Fatalf("user %d: balance %d, charged %d of 5000", i, bal, got[i].charged.Load())
+		}
+	}
+	steps := 2 * journaled.Load()
+	if journaled.Load() == 0 || s.j.seq == 0 {
+		t.Fatal("nothing went through the journal")
+	}
+	if s.j.seq >= steps {
+		t.Fatalf("%d batches for %d journaled steps: nothing was written together", s.j.seq, steps)
+	}
+	t.Logf("%d journaled turns (%d steps) in %d batches", journaled.Load(), steps, s.j.seq)
+}
+
+// A batch that fails partway is completed, never half applied: by the flush itself when a
+// replay succeeds, otherwise by the next start, which replays the journal. Until then billing
+// refuses to change balances. A batch whose journal document was not written is not applied
+// at all, and its steps are written the step-by-step way.
+func TestJournalFailureAndReplay(t *testing.T) {
+	e := newEnv(t)
+	e.clk.Add(401 * 24 * time.Hour)
+	cases := []struct {
+		step      string
+		after     int  // occurrences of step that pass before the fault
+		permanent bool // fails every time from then on: the process "dies"
+	}{
+		{"journal", 0, false}, // not written: the settles go step by step
+		{"ledger", 0, false},
+		{"sub", 1, false},
+		{"rollup", 3, false},
+		{"ledger", 0, true},
+		{"sub", 1, true},
+		{"rollup", 4, true},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s@%d/permanent=%v", c.step, c.after, c.permanent), func(t *testing.T) {
+			ctx := context.Background()
+			name := fmt.Sprintf("replay-%d", journalNames.Add(1))
+			s := e.serviceJournal(t, PolicyPerCall, 0, "local", name)
+			u1, u2 := newUser(t, s, 100), newUser(t, s, 100)
+			users := []bson.ObjectID{u1, u2}
+			var res []*Reservation
+			for i := range 6 {
+				r, err := s.Reserve(ctx, fresh(req(users[i%2], fmt.Sprintf("%s-%d", name, i))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.written == nil {
+					t.Fatal("not answered early: the test does not exercise the journal")
+				}
+				if err := r.waitWritten(ctx); err != nil {
+					t.Fatal(err)
+				}
+				res = append(res, r)
+			}
+			// All six settles in one batch: a reservation of a third user holds the journal
+			// (its flush waits in the fault hook) until the six are queued behind it.
+			var seen, batches atomic.Int64
+			held, release := make(chan struct{}), make(chan struct{})
+			fault := errors.New("disk on fire")
+			s.journalFault = func(step string) error {
+				if step == "journal" && batches.Add(1) == 1 {
+					close(held)
+					<-release
+					return nil
+				}
+				if batches.Load() < 2 { // the holder's batch: never fails
+					return nil
+				}
+				if step != c.step {
+					return nil
+				}
+				n := seen.Add(1)
+				if n <= int64(c.after) || (!c.permanent && n > int64(c.after)+1) {
+					return nil
+				}
+				return fault
+			}
+			u3 := newUser(t, s, 10)
+			if _, err := s.Reserve(ctx, fresh(req(u3, name+"-holder"))); err != nil {
+				t.Fatal(err)
+			}
+			<-held
+			var wg sync.WaitGroup
+			errs := make([]error, len(res))
+			for i, r := range res {
+				wg.Go(func() {
+					_, errs[i] = s.Settle(ctx, r, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
+				})
+			}
+			for queued := 0; queued < len(res); runtime.Gosched() {
+				s.j.q.mu.Lock()
+				queued = len(s.j.q.queue)
+				s.j.q.mu.Unlock()
+			}
+			close(release)
+			wg.Wait()
+			// The settles' rollups are carried to a later batch: the one a report asks for.
+			syncErr := s.SyncJournal(ctx)
+			if seen.Load() <= int64(c.after) {
+				t.Fatalf("the fault at %s was never reached", c.step)
+			}
+			after := s
+			if c.permanent {
+				failed := errs
+				if c.step == "rollup" { // the settles were written; the rollups' batch broke
+					failed = []error{syncErr}
+					for _, err := range errs {
+						if err != nil {
+							t.Fatalf("settle: %v", err)
+						}
+					}
+				}
+				for _, err := range failed {
+					if !errors.Is(err, errJournalBroken) {
+						t.Fatalf("on a broken journal: %v, want errJournalBroken", err)
+					}
+				}
+				if _, err := s.Reserve(ctx, fresh(req(u1, name+"-later"))); !errors.Is(err, errJournalBroken) {
+					t.Fatalf("reserve on a broken journal: %v, want errJournalBroken", err)
+				}
+				// The process dies here; the next start replays its journal.
+				after = e.serviceJournal(t, PolicyPerCall, 0, "local", name)
+			} else {
+				for _, err := range append(errs, syncErr) {
+					if err != nil {
+						t.Fatalf("settle: %v (the flush should have completed its batch)", err)
+					}
+				}
+			}
+			for _, u := range users {
+				cost := settledCost(t, after, u)
+				if bal := checkJournaled(t, after, u, e.clk.Now(), 3, cost); bal != 97 {
+					t.Fatalf("balance %d, want 97 (three turns of one credit)", bal)
+				}
+			}
+			// The replayed batch is written once: starting again changes nothing.
+			again := e.serviceJournal(t, PolicyPerCall, 0, "local", name)
+			for _, u := range users {
+				checkJournaled(t, again, u, e.clk.Now(), 3, settledCost(t, again, u))
+			}
+		})
+	}
+}
+
+// settledCost is the sum of the user's settle entries' costs, from the ledger.
+func settledCost(t *testing.T, s *Service, u bson.ObjectID) int64 {
+	t.Helper()
+	cur, err := s.ledger.Find(context.Background(), bson.D{{Key: "userId", Value: u}, {Key: "phase", Value: PhaseSettle}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var es []Entry
+	if err := cur.All(context.Background(), &es); err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, e := range es {
+		if e.State != StateApplied {
+			t.Fatalf("settle entry %s is %s", e.RequestID, e.State)
+		}
+		sum += e.CostMicros
+	}
+	return sum
+}
+
+// The journal's update of a subscription nets the holds of a batch: a reserve settled in the
+// same batch neither sets nor unsets its hold (MongoDB refuses both on one path).
+func TestJournalSubUpdate(t *testing.T) {
+	mark := &journalMark{name: "n", seq: 7}
+	r1 := &Entry{RequestID: "a", Phase: PhaseReserve, Credits: -5, Reserved: 5}
+	s1 := &Entry{RequestID: "a", Phase: PhaseSettle, Credits: 3, Reserved: 5}
+	r2 := &Entry{RequestID: "b", Phase: PhaseReserve, Credits: -4, Reserved: 4}
+	s0 := &Entry{RequestID: "c", Phase: PhaseSettle, Credits: 1, Reserved: 2}
+	cases := []struct {
+		name    string
+		entries []*Entry
+		want    string
+	}{
+		{"reserve", []*Entry{r1}, `{"$inc": {"features.aiCredits": {"$numberLong":"-5"},"holdCount": {"$numberLong":"1"}},"$set": {"journal.n": {"$numberLong":"7"},"holds.r_a": {"p": "reserve","c": {"$numberLong":"5"},"at": {"$date":{"$numberLong":"-62135596800000"}},"rid": "a"}}}`},
+		{"reserve and settle", []*Entry{r1, s1}, `{"$inc": {"features.aiCredits": {"$numberLong":"-2"},"holdCount": {"$numberLong":"0"}},"$set": {"journal.n": {"$numberLong":"7"}}}`},
+		{"settle of an earlier batch, and a new reserve", []*Entry{s0, r2}, `{"$inc": {"features.aiCredits": {"$numberLong":"-3"},"holdCount": {"$numberLong":"0"}},"$set": {"journal.n": {"$numberLong":"7"},"holds.r_b": {"p": "reserve","c": {"$numberLong":"4"},"at": {"$date":{"$numberLong":"-62135596800000"}},"rid": "b"}},"$unset": {"holds.r_c": ""}}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			raw, err := bson.Marshal(journalSubUpdate(c.entries, mark))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := bson.Raw(raw).String(); got != c.want {
+				t.Fatalf("update\n%s\nwant\n%s", got, c.want)
+			}
+		})
+	}
+}
