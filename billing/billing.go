@@ -131,6 +131,8 @@ type Service struct {
 	earlyJobs   sync.WaitGroup
 	earlyMu     sync.RWMutex
 	earlyClosed bool
+	earlyHurry  chan struct{} // closed by WaitEarly: early writes waiting for their settle go now
+	pairWait    time.Duration // see the const pairWait; set once by New (tests may change it first)
 	// earlyFault fails early writes in tests; nil otherwise.
 	earlyFault func(ReserveRequest) error
 	// journalFault fails a journal's writes in tests (journal.go); nil otherwise.
@@ -178,6 +180,9 @@ func New(ctx context.Context, o Options) (*Service, error) {
 		ledger: db.Collection(model.CollLedger),
 		bills:  db.Collection(model.CollBilling),
 		users:  db.Collection(model.CollUsers),
+
+		earlyHurry: make(chan struct{}),
+		pairWait:   pairWait,
 	}
 	var err error
 	s.localOnly = o.Locking == "local"

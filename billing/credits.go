@@ -80,7 +80,7 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 	if res, ok := s.reserveEarly(ctx, r, credits, now); ok {
 		return res, nil
 	}
-	if s.loadShadow(ctx, r) { // the user's first reservation since the start: one read, not three writes
+	if s.loadShadow(ctx, r) { // the user's first reservation since the start: one read, not three writes (or none)
 		if res, ok := s.reserveEarly(ctx, r, credits, now); ok {
 			return res, nil
 		}
@@ -368,6 +368,9 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	case StatusDone, StatusCancelled, StatusFailed, StatusAbandoned:
 	default:
 		return nil, fmt.Errorf("%w: unknown status %q", ErrBadRequest, o.Status)
+	}
+	if set, ok, err := s.settlePaired(ctx, res, o); ok { // its reservation is not written yet
+		return set, err
 	}
 	werr := res.waitWritten(ctx)
 	if werr != nil && ctx.Err() != nil {

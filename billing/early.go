@@ -46,15 +46,49 @@ type earlyWrite struct {
 	done     chan struct{}
 	err      error
 	settling atomic.Bool // the first Settle of the reservation claims it (journal.go)
+	// With the journal, the write waits a moment for the turn's settle (pairWait): state
+	// says who writes it (writeWaiting, then writeAlone by its goroutine or writePaired by
+	// the settle, which closes wake); entry is the reservation's ledger entry.
+	state atomic.Int32
+	wake  chan struct{}
+	entry *Entry
+	req   ReserveRequest
+	user  *earlyUser
+}
+
+// States of an early write.
+const (
+	writeWaiting int32 = iota
+	writeAlone
+	writePaired
+)
+
+// pairWait is how long an early reservation waits for its turn's settle before it is written
+// alone: a short turn's reservation and settle then go into one batch as one step, one write
+// of the subscription instead of two. A longer turn's reservation is written after it, while
+// the reply streams. (A crash meanwhile loses the answer, as before any write: uncharged.)
+const pairWait = 100 * time.Millisecond
+
+// finish records the outcome of an early write: its credits are in the subscription (or were
+// never written), and its settle may go on.
+func (w *earlyWrite) finish(err error) {
+	w.err = err
+	u := w.user
+	u.mu.Lock()
+	u.reserved -= w.entry.Reserved
+	u.mu.Unlock()
+	u.done()
+	close(w.done)
 }
 
 // earlyUser counts one user's early reservations in flight. Its fields are owned by mu.
 type earlyUser struct {
 	mu       sync.Mutex
-	reserved int64      // credits answered early and not yet written into the subscription
-	inflight int        // early writes running
-	blocked  int        // synchronous steps running or waiting: no early answer meanwhile
-	idle     *sync.Cond // broadcast when inflight drops to 0
+	reserved int64         // credits answered early and not yet written into the subscription
+	inflight int           // early writes running
+	blocked  int           // synchronous steps running or waiting: no early answer meanwhile
+	idle     *sync.Cond    // broadcast when inflight drops to 0
+	hurry    chan struct{} // closed by holdEarly: early writes waiting for a settle go now
 }
 
 func (s *Service) earlyUser(userID bson.ObjectID) *earlyUser {
@@ -76,6 +110,10 @@ func (s *Service) holdEarly(userID bson.ObjectID) (release func()) {
 	u := s.earlyUser(userID)
 	u.mu.Lock()
 	u.blocked++
+	if u.hurry != nil {
+		close(u.hurry)
+		u.hurry = nil
+	}
 	for u.inflight > 0 {
 		u.idle.Wait()
 	}
@@ -129,15 +167,37 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 	u.inflight++
 	u.mu.Unlock()
 
-	w := &earlyWrite{done: make(chan struct{})}
+	w := &earlyWrite{done: make(chan struct{}), wake: make(chan struct{}), req: r, user: u,
+		entry: &Entry{ID: bson.NewObjectID(), RequestID: r.RequestID, Phase: PhaseReserve, UserID: r.UserID,
+			Credits: -credits, Reserved: credits, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
+			MaxTokens: r.MaxTokens, At: now, CreatedAt: now}}
+	u.mu.Lock()
+	if u.hurry == nil {
+		u.hurry = make(chan struct{})
+	}
+	hurry := u.hurry
+	u.mu.Unlock()
 	defer s.earlyMu.RUnlock()
 	s.earlyJobs.Go(func() {
+		if s.j != nil {
+			t := time.NewTimer(s.pairWait)
+			select {
+			case <-t.C:
+			case <-w.wake: // its settle took it
+			case <-hurry: // a synchronous step of the user's waits for it
+			case <-s.earlyHurry: // shutdown
+			}
+			t.Stop()
+		}
+		if !w.state.CompareAndSwap(writeWaiting, writeAlone) {
+			return // written with its settle (settlePaired)
+		}
 		// The turn may be cancelled at once; the write must still happen or the settle fails.
 		err := s.testEarlyFault(r)
 		switch {
 		case err != nil:
 		case s.j != nil: // with the journal: written with other turns' steps (journal.go)
-			err = s.reserveJournaled(r, credits, now)
+			err = s.runJournal(w.entry)
 		default:
 			var got *Reservation
 			got, err = s.reserveNow(context.WithoutCancel(ctx), r, credits, now, true)
@@ -146,12 +206,7 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 				err = fmt.Errorf("billing: early reservation %q written as %d credits, answered %d", r.RequestID, got.Credits, credits)
 			}
 		}
-		w.err = err
-		u.mu.Lock()
-		u.reserved -= credits
-		u.mu.Unlock()
-		u.done()
-		close(w.done)
+		w.finish(err)
 	})
 	return &Reservation{RequestID: r.RequestID, UserID: r.UserID, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
 		Credits: credits, MaxTokens: r.MaxTokens, CreditsLeft: left, written: w}, true
@@ -159,18 +214,21 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 
 // loadShadow reads, for a request that may be answered early, the user's subscription into
 // the shadow when it is not there yet (the user's first reservation since the process
-// started); it reports whether it stored one. Under the user's lock, like every write of the
-// shadow: with the store's only writer, what is read there is the truth.
+// started); it reports whether the shadow holds the user now, so that the caller asks for an
+// early answer again (the user's other turns, starting together, may have loaded it first).
+// Under the user's lock, like every write of the shadow: with the store's only writer, what
+// is read there is the truth.
 func (s *Service) loadShadow(ctx context.Context, r ReserveRequest) bool {
 	if !s.localOnly || !r.Fresh {
 		return false
 	}
 	if _, ok := s.shadow.Load(r.UserID); ok {
-		return false // there already: the early answer was refused for another reason
+		return true
 	}
-	stored := false
+	present := false
 	err := s.onSub(ctx, r.UserID, func() error {
 		if _, ok := s.shadow.Load(r.UserID); ok {
+			present = true
 			return nil
 		}
 		d, err := s.readSub(ctx, r.UserID)
@@ -178,10 +236,10 @@ func (s *Service) loadShadow(ctx context.Context, r ReserveRequest) bool {
 			return err
 		}
 		s.shadow.Store(r.UserID, d)
-		stored = true
+		present = true
 		return nil
 	})
-	return err == nil && stored
+	return err == nil && present
 }
 
 // waitWritten waits for an early reservation's write and returns its error.
@@ -204,6 +262,9 @@ func (res *Reservation) waitWritten(ctx context.Context) error {
 // the rollups the journal carries; later reservations take the synchronous path (shutdown).
 func (s *Service) WaitEarly() {
 	s.earlyMu.Lock()
+	if !s.earlyClosed {
+		close(s.earlyHurry)
+	}
 	s.earlyClosed = true
 	s.earlyMu.Unlock()
 	s.earlyJobs.Wait()

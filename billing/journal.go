@@ -1,9 +1,13 @@
 package billing
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,10 +32,10 @@ import (
 //
 // A flush (one at a time; groupCommit gathers the steps that arrive meanwhile) writes:
 //
-//  1. the journal document {_id: <name>, seq, entries, carried, rollups}: every ledger entry
-//     of the batch as it will be stored, applied, with its balance after, and the settles of
-//     earlier batches whose rollups are not written yet; once it is written the batch is
-//     decided, whatever happens next;
+//  1. the journal document {_id: <name>:<seq>, seq, entries, carried, rollups}: every ledger entry
+//     of the batch as it will be stored, applied, with its balance after, and the _ids of the
+//     settles of earlier batches whose rollups are not written yet (those are in the ledger
+//     already); once it is written the batch is decided, whatever happens next;
 //  2. the entries into the ledger, in one insertMany;
 //  3. each subscription the batch touches, once: $inc of the sum of its entries, the holds
 //     set and released, and journal.<name> = seq in the same update;
@@ -75,6 +79,7 @@ type journal struct {
 	q       groupCommit[*jop]
 	mu      sync.Mutex
 	seq     int64       // last batch written whole
+	kept    int64       // the oldest batch whose document may still be stored
 	pending *journalDoc // a batch written in the journal but not yet everywhere else
 	broken  atomic.Bool
 	// carry is the settles whose rollups are not written yet (they are in the journal
@@ -87,25 +92,72 @@ type journal struct {
 
 // jop is one step in the journal: a reserve or settle entry, as it will be stored.
 type jop struct {
-	e   *Entry
-	err error // set by the flush: the step was refused (wraps errNotWritten)
+	es  []*Entry // one user's: a step, or a reservation with its settle
+	err error    // set by the flush: the steps were refused (wraps errNotWritten)
 }
 
 // journalDoc is a journal's last batch.
 type journalDoc struct {
-	ID      string    `bson:"_id"`
-	Seq     int64     `bson:"seq"`
-	At      time.Time `bson:"at"`
-	Entries []*Entry  `bson:"entries"`
-	// Carried are earlier batches' settles whose rollups are not written yet; Rollups says
-	// this batch writes them, with its own settles'. Otherwise they all wait for a later one.
-	Carried []*Entry `bson:"carried,omitempty"`
-	Rollups bool     `bson:"rollups"`
+	ID  string    `bson:"_id"`
+	Seq int64     `bson:"seq"`
+	At  time.Time `bson:"at"`
+	// Entries are stored as one BSON binary (pack): FerretDB reads a document again
+	// to delete it, and decoding a binary costs far less than an array of documents.
+	Entries []*Entry `bson:"-"`
+	Packed  []byte   `bson:"entries"`
+	// Carried are the _ids of earlier batches' settles whose rollups are not written yet
+	// (stored in the ledger by their batches; carried holds them in memory). Rollups says this
+	// batch writes them, with its own settles'. Otherwise they all wait for a later one.
+	Carried []bson.ObjectID `bson:"carried,omitempty"`
+	Rollups bool            `bson:"rollups"`
+	carried []*Entry
+}
+
+// journalName is what a journal may be called: no ':' (it separates the name from the seq
+// in batchID) and nothing a field name cannot hold (journal.<name> markers).
+var journalName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// batchID is the _id of a journal's batch: ordered by seq as strings are.
+func batchID(name string, seq int64) string { return fmt.Sprintf("%s:%019d", name, seq) }
+
+// packedEntries is the form of a batch's entries in its journal document.
+type packedEntries struct {
+	E []*Entry `bson:"e"`
+}
+
+func (d *journalDoc) pack() (err error) {
+	d.Packed, err = bson.Marshal(packedEntries{d.Entries})
+	if err != nil {
+		return fmt.Errorf("billing: journal: pack: %w", err)
+	}
+	return nil
+}
+
+func (d *journalDoc) unpack() error {
+	var p packedEntries
+	if err := bson.Unmarshal(d.Packed, &p); err != nil {
+		return fmt.Errorf("billing: journal: batch %d: %w", d.Seq, err)
+	}
+	d.Entries = p.E
+	return nil
+}
+
+// loadCarried reads from the ledger the settles a stored journal document carries.
+func (s *Service) loadCarried(ctx context.Context, d *journalDoc) error {
+	d.carried = d.carried[:0]
+	for _, id := range d.Carried {
+		var e Entry
+		if err := s.ledger.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&e); err != nil {
+			return fmt.Errorf("billing: journal: carried settle %s: %w", id.Hex(), err)
+		}
+		d.carried = append(d.carried, &e)
+	}
+	return nil
 }
 
 // settles returns the entries of d whose rollups d writes, or would carry.
 func (d *journalDoc) settles() []*Entry {
-	out := append([]*Entry(nil), d.Carried...)
+	out := append([]*Entry(nil), d.carried...)
 	for _, e := range d.Entries {
 		if e.Phase == PhaseSettle && e.Rollup == "done" {
 			out = append(out, e)
@@ -118,7 +170,7 @@ func (d *journalDoc) settles() []*Entry {
 // shutdown): a rollup document takes the increments of all the settles since in one write,
 // where each batch would write it again. rollupCarryMax bounds the settles carried.
 const (
-	rollupEvery    = 250 * time.Millisecond
+	rollupEvery    = time.Second
 	rollupCarryMax = 2048
 )
 
@@ -157,23 +209,45 @@ func (m *journalMark) has(ctx context.Context, c *mongo.Collection, id any) (boo
 // openJournal starts the journal named name: it replays the last batch, which a crash may
 // have left half written (a complete one is skipped document by document).
 func (s *Service) openJournal(ctx context.Context, name string) error {
-	if !safeKey.MatchString(name) {
-		return fmt.Errorf("billing: journal name %q: letters, digits, '_', ':' and '-' only", name)
+	if !journalName.MatchString(name) {
+		return fmt.Errorf("billing: journal name %q: 1 to 64 letters, digits, '_' and '-'", name)
+	}
+	// Batches are deleted by _id: without the index every delete reads the whole collection.
+	if err := s.createIndexed(ctx, journalColl); err != nil {
+		return fmt.Errorf("billing: journal: %w", err)
 	}
 	j := &journal{name: name, coll: s.o.Mongo.DB(model.AuthDB).Collection(journalColl)}
 	j.q.limit = journalBatchLimit
 	var d journalDoc
-	err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: name}}).Decode(&d)
+	// The last batch: the highest _id of the journal's (only the last one can be unfinished;
+	// older ones are deleted as rollups are written).
+	err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: name + ":"}, {Key: "$lt", Value: name + ";"}}}},
+		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&d)
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return fmt.Errorf("billing: journal: read: %w", err)
 	}
 	s.j = j
 	if err == nil {
+		if err := d.unpack(); err != nil {
+			return err
+		}
+		if err := s.loadCarried(ctx, &d); err != nil {
+			return err
+		}
 		if err := s.replayJournal(ctx, &d); err != nil {
 			return err
 		}
+		// Batches older than the last are not needed (a crash may have left some): once, here.
+		err := s.write(func() error {
+			_, err := j.coll.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: name + ":"}, {Key: "$lt", Value: d.ID}}}})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("billing: journal: delete old batches: %w", err)
+		}
 		j.mu.Lock()
 		defer j.mu.Unlock()
+		j.kept = d.Seq
 		s.committed(&d)
 		if len(j.carry) > 0 { // the last run's rollups still to write: now, not at its next turn
 			return s.writeBatch(ctx, nil, true)
@@ -189,6 +263,21 @@ func (s *Service) committed(d *journalDoc) {
 	j.seq = d.Seq
 	if d.Rollups {
 		j.carry = nil
+		// Nothing before this batch is needed any more: a replay reads the last one only.
+		// Deleted once a rollup write (every rollupEvery), each by _id: a filter on a range
+		// would read every document of the collection.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for ; j.kept < d.Seq; j.kept++ {
+			err := s.write(func() error {
+				_, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: batchID(j.name, j.kept)}})
+				return err
+			})
+			if err != nil {
+				s.log.Warn("billing: journal: deleting an old batch", "err", err)
+				break
+			}
+		}
 		return
 	}
 	if len(j.carry) == 0 {
@@ -242,8 +331,8 @@ func (s *Service) closeJournal(ctx context.Context) {
 }
 
 // runJournal writes e through the journal and returns when it is written everywhere.
-func (s *Service) runJournal(e *Entry) error {
-	op := &jop{e: e}
+func (s *Service) runJournal(es ...*Entry) error {
+	op := &jop{es: es}
 	if err := s.j.q.do(op, s.flushJournal); err != nil {
 		return err
 	}
@@ -298,7 +387,13 @@ func (s *Service) flushJournal(batch []*jop) error {
 // when they are not due.
 func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) error {
 	j := s.j
-	doc := &journalDoc{ID: j.name, Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, Carried: j.carry}
+	doc := &journalDoc{ID: batchID(j.name, j.seq+1), Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, carried: j.carry}
+	if err := doc.pack(); err != nil {
+		return fmt.Errorf("%w: %w", errNotWritten, err)
+	}
+	for _, e := range j.carry {
+		doc.Carried = append(doc.Carried, e.ID)
+	}
 	pending := len(j.carry)
 	for _, e := range entries {
 		if e.Phase == PhaseSettle {
@@ -314,7 +409,7 @@ func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) 
 			return err
 		}
 		return s.write(func() error {
-			_, err := j.coll.ReplaceOne(ctx, bson.D{{Key: "_id", Value: j.name}}, doc, options.Replace().SetUpsert(true))
+			_, err := j.coll.InsertOne(ctx, doc) // an insert: a replace would read the last batch first
 			return err
 		})
 	})
@@ -335,13 +430,13 @@ func (s *Service) flushFailed(ctx context.Context, doc *journalDoc, cause error)
 	wait := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		var got journalDoc
-		err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: j.name}}).Decode(&got)
+		err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: doc.ID}}).Decode(&got)
 		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && got.Seq != doc.Seq) {
 			s.log.Warn("billing: journal: a batch was not written", "seq", doc.Seq, "err", cause)
 			return fmt.Errorf("%w: %w", errNotWritten, cause)
 		}
-		if err == nil {
-			if err = s.replayJournal(ctx, &got); err == nil {
+		if err == nil { // it holds the batch: the one in memory, whose carried settles are loaded
+			if err = s.replayJournal(ctx, doc); err == nil {
 				s.log.Warn("billing: journal: a failed batch was completed by replay", "seq", doc.Seq, "err", cause)
 				s.committed(doc)
 				return nil
@@ -361,10 +456,8 @@ func (s *Service) flushFailed(ctx context.Context, doc *journalDoc, cause error)
 	}
 }
 
-// userBatch is one user's part of a batch: the subscription before it and the entries after
-// it, in order.
+// userBatch is one user's balance and holds in a batch being planned.
 type userBatch struct {
-	entries []*Entry
 	credits int64
 	holds   map[string]hold
 }
@@ -377,11 +470,11 @@ func (s *Service) planJournal(ctx context.Context, batch []*jop) []*Entry {
 	now := s.now().UTC()
 	var entries []*Entry
 	for _, op := range batch {
-		e := op.e
-		ub := users[e.UserID]
+		user := op.es[0].UserID
+		ub := users[user]
 		if ub == nil {
 			var cur *subDoc
-			err := s.onSub(ctx, e.UserID, func() (err error) { cur, err = s.currentSub(ctx, e.UserID); return err })
+			err := s.onSub(ctx, user, func() (err error) { cur, err = s.currentSub(ctx, user); return err })
 			if err == nil && cur == nil {
 				err = ErrNoSubscription
 			}
@@ -393,24 +486,42 @@ func (s *Service) planJournal(ctx context.Context, batch []*jop) []*Entry {
 			for k, h := range cur.Holds {
 				ub.holds[k] = h
 			}
-			users[e.UserID] = ub
+			users[user] = ub
 		}
-		key := holdKey("r_", e.RequestID)
-		h, held := ub.holds[key]
-		switch {
-		case e.Phase == PhaseReserve && !held && ub.credits >= e.Reserved:
-			ub.credits -= e.Reserved
-			ub.holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
-		case e.Phase == PhaseSettle && held && h.Phase == PhaseReserve && h.Credits == e.Reserved:
-			ub.credits += e.Credits
-			delete(ub.holds, key)
-		default:
-			op.err = fmt.Errorf("%w: %s %q does not match the balance or holds in memory", errNotWritten, e.Phase, e.RequestID)
+		// The op's steps hold together or not at all: undo records how to take them back.
+		credits := ub.credits
+		var undo []func()
+		for _, e := range op.es {
+			key := holdKey("r_", e.RequestID)
+			h, held := ub.holds[key]
+			switch {
+			case e.UserID == user && e.Phase == PhaseReserve && !held && credits >= e.Reserved:
+				credits -= e.Reserved
+				ub.holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
+				undo = append(undo, func() { delete(ub.holds, key) })
+			case e.UserID == user && e.Phase == PhaseSettle && held && h.Phase == PhaseReserve && h.Credits == e.Reserved:
+				credits += e.Credits
+				delete(ub.holds, key)
+				undo = append(undo, func() { ub.holds[key] = h })
+			default:
+				op.err = fmt.Errorf("%w: %s %q does not match the balance or holds in memory", errNotWritten, e.Phase, e.RequestID)
+			}
+			if op.err != nil {
+				break
+			}
+			e.BalanceAfter = credits
+		}
+		if op.err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
 			continue
 		}
-		e.State, e.BalanceAfter, e.AppliedAt = StateApplied, ub.credits, &now
-		ub.entries = append(ub.entries, e)
-		entries = append(entries, e)
+		ub.credits = credits
+		for _, e := range op.es {
+			e.State, e.AppliedAt = StateApplied, &now
+			entries = append(entries, e)
+		}
 	}
 	return entries
 }
@@ -430,10 +541,8 @@ func (s *Service) applyJournal(ctx context.Context, doc *journalDoc, replay bool
 		}
 		byUser[e.UserID] = append(byUser[e.UserID], e)
 	}
-	for _, u := range order {
-		if err := s.writeJournaledSub(ctx, u, byUser[u], mark); err != nil {
-			return err
-		}
+	if err := s.writeJournaledSubs(ctx, order, byUser, mark); err != nil {
+		return err
 	}
 	if !doc.Rollups {
 		return nil
@@ -480,6 +589,90 @@ func (s *Service) insertJournaled(ctx context.Context, entries []*Entry, replay 
 		}
 	}
 	return nil
+}
+
+// writeJournaledSubs writes each user's part of a batch into their subscription. A replay
+// reads and updates them one by one; a flush sends every update in one command (a command
+// costs the embedded server about as much as the update it carries), holding the users'
+// locks, and keeps the documents as they must now be (the store's only writer knows them).
+func (s *Service) writeJournaledSubs(ctx context.Context, order []bson.ObjectID, byUser map[bson.ObjectID][]*Entry, mark *journalMark) error {
+	if mark.check {
+		for _, u := range order {
+			if err := s.writeJournaledSub(ctx, u, byUser[u], mark); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sorted := slices.SortedFunc(slices.Values(order), func(a, b bson.ObjectID) int { return bytes.Compare(a[:], b[:]) })
+	return s.withUsers(ctx, sorted, func() error {
+		models := make([]mongo.WriteModel, 0, len(order))
+		afters := make(map[bson.ObjectID]*subDoc, len(order))
+		var fault error
+		for _, u := range order {
+			cur, err := s.currentSub(ctx, u)
+			if err != nil {
+				return err
+			}
+			if cur == nil { // deleted since: nothing to hold or return credits to
+				s.log.Error("billing: journal: the subscription is gone; its part of the batch is dropped", "user", u.Hex())
+				continue
+			}
+			if fault = s.testJournalFault("sub"); fault != nil {
+				break // a test's failure partway: what came before is written
+			}
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: cur.ID}}).SetUpdate(journalSubUpdate(byUser[u], mark)))
+			afters[u] = journaledSub(cur, byUser[u], mark)
+		}
+		var err error
+		if len(models) > 0 {
+			// Not retried when busy: the updates before the busy one are written. A failure
+			// goes to the replay, which checks every document's marker.
+			err = s.write(func() error { _, err := s.subs.BulkWrite(ctx, models); return err })
+		}
+		if err = errors.Join(err, fault); err != nil {
+			for u := range afters {
+				s.shadow.Delete(u) // the outcome is unknown: read it next time
+			}
+			return fmt.Errorf("billing: journal: subscriptions: %w", err)
+		}
+		for u, after := range afters {
+			s.shadow.Store(u, after)
+		}
+		return nil
+	})
+}
+
+// withUsers runs f holding the locks of users (sorted, so that two holders of several cannot
+// wait for each other).
+func (s *Service) withUsers(ctx context.Context, users []bson.ObjectID, f func() error) error {
+	if len(users) == 0 {
+		return f()
+	}
+	return s.withLock(ctx, "sub:"+users[0].Hex(), func() error { return s.withUsers(ctx, users[1:], f) })
+}
+
+// journaledSub is cur after a batch's entries of its user (journalSubUpdate's effect).
+func journaledSub(cur *subDoc, entries []*Entry, mark *journalMark) *subDoc {
+	after := *cur
+	after.Holds = make(map[string]hold, len(cur.Holds)+len(entries))
+	maps.Copy(after.Holds, cur.Holds)
+	after.Journal = make(map[string]int64, len(cur.Journal)+1)
+	maps.Copy(after.Journal, cur.Journal)
+	for _, e := range entries {
+		after.Features.AICredits += e.Credits
+		key := holdKey("r_", e.RequestID)
+		switch e.Phase {
+		case PhaseReserve:
+			after.HoldCount++
+			after.Holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
+		case PhaseSettle:
+			after.HoldCount--
+			delete(after.Holds, key)
+		}
+	}
+	after.Journal[mark.name] = mark.seq
+	return &after
 }
 
 // writeJournaledSub writes one user's part of a batch into the subscription: one update.
@@ -573,11 +766,37 @@ func (s *Service) replayJournal(ctx context.Context, d *journalDoc) error {
 	return nil
 }
 
-// reserveJournaled writes an early reservation through the journal.
-func (s *Service) reserveJournaled(r ReserveRequest, credits int64, now time.Time) error {
-	return s.runJournal(&Entry{ID: bson.NewObjectID(), RequestID: r.RequestID, Phase: PhaseReserve, UserID: r.UserID,
-		Credits: -credits, Reserved: credits, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
-		MaxTokens: r.MaxTokens, At: now, CreatedAt: now})
+// settlePaired settles, through the journal, a reservation answered early whose write still
+// waits for it (pairWait): both go as one step, in one batch. ok is false when the settle must
+// go the usual way: the reservation is being written already, or the pair was refused (then
+// nothing of it was written, and the reservation's write reports it: reserved again).
+func (s *Service) settlePaired(ctx context.Context, res *Reservation, o Outcome) (set *Settlement, ok bool, err error) {
+	w := res.written
+	if s.j == nil || w == nil || !w.state.CompareAndSwap(writeWaiting, writePaired) {
+		return nil, false, nil
+	}
+	close(w.wake)
+	w.settling.Store(true) // this settle is the one
+	if err := s.testEarlyFault(w.req); err != nil {
+		w.finish(err)
+		return nil, false, nil
+	}
+	e, err := s.settleEntryOf(res, o)
+	if err != nil { // cannot price it: the reservation is written alone, the error returned
+		w.finish(s.runJournal(w.entry))
+		return nil, true, err
+	}
+	e.ID, e.Rollup = bson.NewObjectID(), "done"
+	err = s.runJournal(w.entry, e)
+	w.finish(err)
+	if err != nil {
+		if errors.Is(err, errNotWritten) {
+			return nil, false, nil
+		}
+		return nil, true, fmt.Errorf("billing: settle %q: %w", e.RequestID, err)
+	}
+	s.recordCounters(ctx, e)
+	return settlement(e), true, nil
 }
 
 // settleJournaled settles through the journal a reservation written there; ok is false when

@@ -287,3 +287,51 @@ func TestJournalSubUpdate(t *testing.T) {
 		})
 	}
 }
+
+// A short turn's reservation waits for its settle (pairWait) and both are written as one step
+// of one batch: one journal batch for the whole turn, the ledger and balance as usual. A
+// synchronous step of the user's (here a grant) does not wait out pairWait: it hurries the
+// reservation's write (with an hour's pairWait, the test would not end otherwise).
+func TestJournalPairsAShortTurn(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCall, 0)
+	u := newUser(t, s, 10)
+	res, err := s.Reserve(ctx, fresh(req(u, "paired-"+u.Hex())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.written == nil {
+		t.Fatal("not answered early")
+	}
+	before := s.j.seq
+	st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.j.seq - before; got != 1 || st.CreditsLeft != 9 {
+		t.Fatalf("%d batches, balance after %d: want the turn in one batch, 9 left", got, st.CreditsLeft)
+	}
+	if bal := checkLedger(t, s, u); bal != 9 {
+		t.Fatalf("balance %d, want 9", bal)
+	}
+
+	// The next reservation would wait for its settle for an hour: the grant must hurry it.
+	s.pairWait = time.Hour
+	res, err = s.Reserve(ctx, fresh(req(u, "hurried-"+u.Hex())))
+	if err != nil || res.written == nil {
+		t.Fatalf("second turn: %v (early: %v)", err, res != nil && res.written != nil)
+	}
+	if err := s.Grant(ctx, u, 5, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := res.written.state.Load(); got != writeAlone {
+		t.Fatalf("reservation write state %d after the grant, want written alone", got)
+	}
+	if _, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone}); err != nil {
+		t.Fatal(err)
+	}
+	if bal := checkLedger(t, s, u); bal != 13 {
+		t.Fatalf("balance %d, want 13", bal)
+	}
+}

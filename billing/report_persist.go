@@ -304,25 +304,33 @@ func (c *reportCache) summaries(ctx context.Context, s *Service) *mongo.Collecti
 // readySummaries creates the collection of the summaries and indexes its _id lookups. Called
 // with sumMu held.
 func (c *reportCache) readySummaries(ctx context.Context, s *Service) bool {
-	db := s.o.Mongo.DB(model.AuthDB)
-	err := s.o.Mongo.Write(model.AuthDB, func() error { return db.CreateCollection(ctx, reportDaysColl) })
-	var ce mongo.CommandError
-	if errors.As(err, &ce) && ce.Code == 48 { // NamespaceExists: New indexed it (or, made since by another instance, the sweeper will)
-		c.sumReady = true
-		return true
-	}
-	if err != nil {
-		s.log.Warn("billing: cost report summaries: create collection", "err", err)
-		return false
-	}
 	// A lookup by _id scans the table until the index on FerretDB's expression exists
 	// (store/idindex.go), and a summary can be megabytes: index before the first read.
-	if _, err := s.o.Mongo.IndexIDs(ctx); err != nil {
-		s.log.Warn("billing: cost report summaries: index _id", "err", err)
+	if err := s.createIndexed(ctx, reportDaysColl); err != nil {
+		s.log.Warn("billing: cost report summaries", "err", err)
 		return false
 	}
 	c.sumReady = true
 	return true
+}
+
+// createIndexed creates a collection of maula-auth-db that billing addresses by _id, and
+// indexes its _id lookups (store/idindex.go) when it is new; one that exists already was
+// indexed by New (or, made since by another instance, will be by the sweeper).
+func (s *Service) createIndexed(ctx context.Context, coll string) error {
+	db := s.o.Mongo.DB(model.AuthDB)
+	err := s.o.Mongo.Write(model.AuthDB, func() error { return db.CreateCollection(ctx, coll) })
+	var ce mongo.CommandError
+	if errors.As(err, &ce) && ce.Code == 48 { // NamespaceExists
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("create collection %s: %w", coll, err)
+	}
+	if _, err := s.o.Mongo.IndexIDs(ctx); err != nil {
+		return fmt.Errorf("index _id of %s: %w", coll, err)
+	}
+	return nil
 }
 
 // dropSummaries drops the collection of the summaries (ForgetCostCache), and makes it ready

@@ -9,6 +9,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/maula-ai/maula-chat/model"
 	"github.com/maula-ai/maula-chat/store"
@@ -233,15 +234,13 @@ func (s *Service) writeDocs(ctx context.Context, b *docBatch, mark *journalMark)
 
 // writeDocList writes docs one after the other: the embedded server answers concurrent
 // writes to one SQLite file with SQLITE_BUSY, and the retries cost far more than the writes.
+// A journal's batch (mark set, not a replay) sends each collection's upserts in one command.
 func (s *Service) writeDocList(ctx context.Context, docs []*docInc, mark *journalMark) error {
+	if mark != nil && !mark.check {
+		return s.writeDocsBulk(ctx, docs, mark)
+	}
 	for _, d := range docs {
-		inc := d.inc
-		for _, f := range d.inc {
-			if f.Key == "aiUsage.totalCostMicros" { // the seed's USD figure, from the exact sum
-				inc = append(inc, bson.E{Key: "aiUsage.totalCost", Value: float64(f.Value.(int64)) / 1e6})
-			}
-		}
-		update := bson.D{{Key: "$inc", Value: inc}}
+		update := bson.D{{Key: "$inc", Value: docIncWithUSD(d.inc)}}
 		if mark != nil {
 			if done, err := mark.has(ctx, d.coll, d.id); err != nil {
 				return err
@@ -258,6 +257,69 @@ func (s *Service) writeDocList(ctx context.Context, docs []*docInc, mark *journa
 		}
 	}
 	return nil
+}
+
+// writeDocsBulk writes a journal batch's documents, one unordered bulk write per collection.
+// A statement refused as a duplicate (a document written before its _id was derived, see
+// store.UpsertByID) is written again alone, by its key fields. Any other failure is returned:
+// some statements may be written, and the journal's replay, which checks every document's
+// marker, completes the rest exactly.
+func (s *Service) writeDocsBulk(ctx context.Context, docs []*docInc, mark *journalMark) error {
+	var order []*mongo.Collection
+	byColl := map[*mongo.Collection][]*docInc{}
+	for _, d := range docs {
+		if _, ok := byColl[d.coll]; !ok {
+			order = append(order, d.coll)
+		}
+		byColl[d.coll] = append(byColl[d.coll], d)
+	}
+	for _, c := range order {
+		list := byColl[c]
+		models := make([]mongo.WriteModel, 0, len(list))
+		var fault error
+		for _, d := range list {
+			if fault = s.testJournalFault("rollup"); fault != nil {
+				break // a test's failure partway: what came before is written
+			}
+			update := bson.D{{Key: "$inc", Value: docIncWithUSD(d.inc)}, mark.set(), {Key: "$setOnInsert", Value: d.key}}
+			models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: d.id}}).SetUpdate(update).SetUpsert(true))
+		}
+		var err error
+		if len(models) > 0 {
+			err = s.o.Mongo.Write(c.Database().Name(), func() error {
+				_, err := c.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+				return err
+			})
+		}
+		var bwe mongo.BulkWriteException
+		if errors.As(err, &bwe) && bwe.WriteConcernError == nil {
+			err = nil
+			for _, we := range bwe.WriteErrors {
+				if !mongo.IsDuplicateKeyError(we) || we.Index >= len(list) {
+					err = errors.Join(err, we)
+					continue
+				}
+				d := list[we.Index]
+				err = errors.Join(err, upsertByID(ctx, s.o.Mongo, d.coll, d.id, d.key,
+					bson.D{{Key: "$inc", Value: docIncWithUSD(d.inc)}, mark.set()}))
+			}
+		}
+		if err = errors.Join(err, fault); err != nil {
+			return fmt.Errorf("billing: upsert %s: %w", c.Name(), err)
+		}
+	}
+	return nil
+}
+
+// docIncWithUSD is a document's increments with the analytics' aiUsage.totalCost, the seed's
+// USD figure, derived from the exact micro-dollars.
+func docIncWithUSD(inc bson.D) bson.D {
+	for _, f := range inc {
+		if f.Key == "aiUsage.totalCostMicros" {
+			return append(inc[:len(inc):len(inc)], bson.E{Key: "aiUsage.totalCost", Value: float64(f.Value.(int64)) / 1e6})
+		}
+	}
+	return inc
 }
 
 // analyticsInc is what a settled turn adds to the seed's Analytics document of the user's day
