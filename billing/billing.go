@@ -93,7 +93,8 @@ type Options struct {
 	// Journal names this process's journal when it is the store's only writer (Locking
 	// "local"): the hub's turns are then written many at a time (journal.go). Default
 	// "local"; "-" writes every step as it happens. Two services over one store must not share
-	// a name.
+	// a name, and a name must not change (nor the journal be turned off) between a crash and
+	// the next start: the start replays the last batch of its own name only.
 	Journal string
 }
 

@@ -85,7 +85,10 @@ func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, 
 			return res, nil
 		}
 	}
-	release := s.holdEarly(r.UserID)
+	release, err := s.holdSync(ctx, r.UserID)
+	if err != nil {
+		return nil, err
+	}
 	defer release()
 	return s.reserveNow(ctx, r, credits, now, false)
 }
@@ -436,7 +439,10 @@ func (s *Service) settleEntry(ctx context.Context, e *Entry) (*Settlement, error
 	if s.j != nil {
 		// The journal's batches count on being the only writer of a subscription while the
 		// user has steps in them: wait for those, and keep new ones out meanwhile.
-		release := s.holdEarly(e.UserID)
+		release, err := s.holdSync(ctx, e.UserID)
+		if err != nil {
+			return nil, err
+		}
 		defer release()
 	}
 	return s.settleSteps(ctx, e)
@@ -564,7 +570,10 @@ func (s *Service) reserveAgain(ctx context.Context, res *Reservation, o Outcome)
 	if err != nil {
 		return nil, err
 	}
-	release := s.holdEarly(r.UserID)
+	release, err := s.holdSync(ctx, r.UserID)
+	if err != nil {
+		return nil, err
+	}
 	defer release()
 	return s.reserveNow(ctx, r, credits, now, false)
 }

@@ -125,6 +125,18 @@ func (s *Service) holdEarly(userID bson.ObjectID) (release func()) {
 	}
 }
 
+// holdSync is holdEarly for a step of the step-by-step path, which then asks the journal
+// whether balances may change (journalReady): a batch of the user's that broke while the step
+// waited is not in the subscription yet, and a step deciding on it could overdraw.
+func (s *Service) holdSync(ctx context.Context, userID bson.ObjectID) (release func(), err error) {
+	release = s.holdEarly(userID)
+	if err := s.journalReady(ctx); err != nil {
+		release()
+		return nil, err
+	}
+	return release, nil
+}
+
 // done ends one step counted in inflight.
 func (u *earlyUser) done() {
 	u.mu.Lock()
@@ -165,18 +177,16 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 	}
 	u.reserved += credits
 	u.inflight++
+	if u.hurry == nil {
+		u.hurry = make(chan struct{})
+	}
+	hurry := u.hurry // taken with the count: a holdEarly from now on closes this one
 	u.mu.Unlock()
 
 	w := &earlyWrite{done: make(chan struct{}), wake: make(chan struct{}), req: r, user: u,
 		entry: &Entry{ID: bson.NewObjectID(), RequestID: r.RequestID, Phase: PhaseReserve, UserID: r.UserID,
 			Credits: -credits, Reserved: credits, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
 			MaxTokens: r.MaxTokens, At: now, CreatedAt: now}}
-	u.mu.Lock()
-	if u.hurry == nil {
-		u.hurry = make(chan struct{})
-	}
-	hurry := u.hurry
-	u.mu.Unlock()
 	defer s.earlyMu.RUnlock()
 	s.earlyJobs.Go(func() {
 		if s.j != nil {

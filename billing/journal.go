@@ -110,6 +110,8 @@ type journalDoc struct {
 	// batch writes them, with its own settles'. Otherwise they all wait for a later one.
 	Carried []bson.ObjectID `bson:"carried,omitempty"`
 	Rollups bool            `bson:"rollups"`
+	// Batch tells this batch from a stale document of the same seq (flushFailed).
+	Batch   bson.ObjectID `bson:"batch"`
 	carried []*Entry
 }
 
@@ -188,15 +190,20 @@ func (m *journalMark) set() bson.E {
 	return bson.E{Key: "$set", Value: bson.D{{Key: m.field(), Value: m.seq}}}
 }
 
-// has reports whether the document already carries the batch (only when m.check).
-func (m *journalMark) has(ctx context.Context, c *mongo.Collection, id any) (bool, error) {
+// has reports whether the document already carries the batch (only when m.check). A document
+// written before its _id was derived (store.UpsertByID) is found by its key fields.
+func (m *journalMark) has(ctx context.Context, c *mongo.Collection, id any, key bson.D) (bool, error) {
 	if !m.check {
 		return false, nil
 	}
 	var d struct {
 		Journal map[string]int64 `bson:"journal"`
 	}
-	err := c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, options.FindOne().SetProjection(bson.D{{Key: "journal", Value: 1}})).Decode(&d)
+	proj := options.FindOne().SetProjection(bson.D{{Key: "journal", Value: 1}})
+	err := c.FindOne(ctx, bson.D{{Key: "_id", Value: id}}, proj).Decode(&d)
+	if errors.Is(err, mongo.ErrNoDocuments) && key != nil {
+		err = c.FindOne(ctx, key, proj).Decode(&d) // a scan on FerretDB: replays only
+	}
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return false, nil
 	}
@@ -287,7 +294,7 @@ func (s *Service) committed(d *journalDoc) {
 	if len(j.carry) > 0 && !j.timer && !j.closed {
 		j.timer = true
 		time.AfterFunc(rollupEvery, func() {
-			if err := s.syncJournal(context.Background(), true); err != nil {
+			if err := s.syncJournal(context.Background(), true); err != nil { // syncJournal bounds it
 				s.log.Warn("billing: journal: writing the rollups", "err", err)
 			}
 		})
@@ -302,6 +309,9 @@ func (s *Service) syncJournal(ctx context.Context, fromTimer bool) error {
 	if s.j == nil {
 		return nil
 	}
+	// A report's client may go away: a batch begun must not be cut by it (nor wait forever).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	j := s.j
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -378,7 +388,9 @@ func (s *Service) flushJournal(batch []*jop) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err := s.repairLocked(ctx); err != nil {
-		return err
+		// Nothing of this batch was written: its steps may go the step-by-step way, which
+		// waits for the repair (journalReady) and says so if it fails.
+		return fmt.Errorf("%w: %w", errNotWritten, err)
 	}
 	return s.writeBatch(ctx, s.planJournal(ctx, batch), false)
 }
@@ -387,7 +399,8 @@ func (s *Service) flushJournal(batch []*jop) error {
 // when they are not due.
 func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) error {
 	j := s.j
-	doc := &journalDoc{ID: batchID(j.name, j.seq+1), Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, carried: j.carry}
+	doc := &journalDoc{ID: batchID(j.name, j.seq+1), Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, carried: j.carry,
+		Batch: bson.NewObjectID()}
 	if err := doc.pack(); err != nil {
 		return fmt.Errorf("%w: %w", errNotWritten, err)
 	}
@@ -414,12 +427,23 @@ func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) 
 		})
 	})
 	if err == nil {
-		if err = s.applyJournal(ctx, doc, false); err == nil {
+		if err = s.applyCaught(ctx, doc); err == nil {
 			s.committed(doc)
 			return nil
 		}
 	}
 	return s.flushFailed(ctx, doc, err)
+}
+
+// applyCaught is applyJournal for a new batch, with a panic turned into its error: the batch
+// is in the journal, so it must go through flushFailed like any failure.
+func (s *Service) applyCaught(ctx context.Context, doc *journalDoc) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("billing: journal: batch %d panicked: %v", doc.Seq, r)
+		}
+	}()
+	return s.applyJournal(ctx, doc, false)
 }
 
 // flushFailed decides what a failed flush wrote: nothing when the journal does not hold the
@@ -431,7 +455,16 @@ func (s *Service) flushFailed(ctx context.Context, doc *journalDoc, cause error)
 	for attempt := 0; ; attempt++ {
 		var got journalDoc
 		err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: doc.ID}}).Decode(&got)
-		if errors.Is(err, mongo.ErrNoDocuments) || (err == nil && got.Seq != doc.Seq) {
+		if err == nil && got.Batch != doc.Batch {
+			// Another batch of this seq, stored after it was answered "not written": its
+			// steps went another way, so it must never be replayed.
+			s.log.Error("billing: journal: a stale batch of the same seq; deleted", "seq", doc.Seq)
+			err = s.write(func() error { _, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: doc.ID}}); return err })
+			if err == nil {
+				return fmt.Errorf("%w: %w", errNotWritten, cause)
+			}
+		}
+		if errors.Is(err, mongo.ErrNoDocuments) {
 			s.log.Warn("billing: journal: a batch was not written", "seq", doc.Seq, "err", cause)
 			return fmt.Errorf("%w: %w", errNotWritten, cause)
 		}

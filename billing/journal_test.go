@@ -96,14 +96,14 @@ func TestJournalWritesTurnsTogether(t *testing.T) {
 			t.Fatalf("user %d: balance %d, charged %d of 5000", i, bal, got[i].charged.Load())
 		}
 	}
-	steps := 2 * journaled.Load()
 	if journaled.Load() == 0 || s.j.seq == 0 {
 		t.Fatal("nothing went through the journal")
 	}
-	if s.j.seq >= steps {
-		t.Fatalf("%d batches for %d journaled steps: nothing was written together", s.j.seq, steps)
+	// Each journaled turn is at least one step (two when its reservation is written alone).
+	if s.j.seq >= journaled.Load() {
+		t.Fatalf("%d batches for %d journaled turns: nothing was written together", s.j.seq, journaled.Load())
 	}
-	t.Logf("%d journaled turns (%d steps) in %d batches", journaled.Load(), steps, s.j.seq)
+	t.Logf("%d journaled turns in %d batches", journaled.Load(), s.j.seq)
 }
 
 // A batch that fails partway is completed, never half applied: by the flush itself when a
@@ -150,9 +150,13 @@ func TestJournalFailureAndReplay(t *testing.T) {
 			// All six settles in one batch: a reservation of a third user holds the journal
 			// (its flush waits in the fault hook) until the six are queued behind it.
 			var seen, batches atomic.Int64
+			var dead atomic.Bool // the process "died": nothing it still tries may land
 			held, release := make(chan struct{}), make(chan struct{})
 			fault := errors.New("disk on fire")
 			s.journalFault = func(step string) error {
+				if dead.Load() {
+					return fault
+				}
 				if step == "journal" && batches.Add(1) == 1 {
 					close(held)
 					<-release
@@ -182,10 +186,13 @@ func TestJournalFailureAndReplay(t *testing.T) {
 					_, errs[i] = s.Settle(ctx, r, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
 				})
 			}
-			for queued := 0; queued < len(res); runtime.Gosched() {
+			for queued, start := 0, time.Now(); queued < len(res); runtime.Gosched() {
 				s.j.q.mu.Lock()
 				queued = len(s.j.q.queue)
 				s.j.q.mu.Unlock()
+				if time.Since(start) > time.Minute {
+					t.Fatalf("%d of %d settles queued behind the holder: some took another path", queued, len(res))
+				}
 			}
 			close(release)
 			wg.Wait()
@@ -213,7 +220,11 @@ func TestJournalFailureAndReplay(t *testing.T) {
 				if _, err := s.Reserve(ctx, fresh(req(u1, name+"-later"))); !errors.Is(err, errJournalBroken) {
 					t.Fatalf("reserve on a broken journal: %v, want errJournalBroken", err)
 				}
+				if err := s.Grant(ctx, u1, 1, "while broken"); !errors.Is(err, errJournalBroken) {
+					t.Fatalf("grant on a broken journal: %v, want errJournalBroken", err)
+				}
 				// The process dies here; the next start replays its journal.
+				dead.Store(true)
 				after = e.serviceJournal(t, PolicyPerCall, 0, "local", name)
 			} else {
 				for _, err := range append(errs, syncErr) {
@@ -229,9 +240,21 @@ func TestJournalFailureAndReplay(t *testing.T) {
 				}
 			}
 			// The replayed batch is written once: starting again changes nothing.
+			dead.Store(true)
 			again := e.serviceJournal(t, PolicyPerCall, 0, "local", name)
 			for _, u := range users {
 				checkJournaled(t, again, u, e.clk.Now(), 3, settledCost(t, again, u))
+			}
+			// And the memory the new start works from agrees with the store: a turn more.
+			r, err := again.Reserve(ctx, fresh(req(u1, name+"-after")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := again.Settle(ctx, r, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone}); err != nil {
+				t.Fatal(err)
+			}
+			if bal := checkJournaled(t, again, u1, e.clk.Now(), 4, settledCost(t, again, u1)); bal != 96 {
+				t.Fatalf("balance %d after one more turn, want 96", bal)
 			}
 		})
 	}
@@ -296,6 +319,9 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	s := e.service(t, PolicyPerCall, 0)
+	// A reservation waits for its settle for an hour: the turn is paired however slow the
+	// machine, and the grant below must hurry the next one.
+	s.pairWait = time.Hour
 	u := newUser(t, s, 10)
 	res, err := s.Reserve(ctx, fresh(req(u, "paired-"+u.Hex())))
 	if err != nil {
@@ -316,8 +342,6 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 		t.Fatalf("balance %d, want 9", bal)
 	}
 
-	// The next reservation would wait for its settle for an hour: the grant must hurry it.
-	s.pairWait = time.Hour
 	res, err = s.Reserve(ctx, fresh(req(u, "hurried-"+u.Hex())))
 	if err != nil || res.written == nil {
 		t.Fatalf("second turn: %v (early: %v)", err, res != nil && res.written != nil)

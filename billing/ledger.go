@@ -304,10 +304,10 @@ type opPlan func(sub *subDoc) (delta int64, guard, set bson.D, done bool, err er
 // A crash after 2 leaves the marker: RecoverDangling finishes 3 and 4. A crash before 2 leaves a
 // pending entry with no marker: it never applied and RecoverDangling voids it.
 func (s *Service) applyOp(ctx context.Context, e *Entry, plan opPlan) (*Entry, error) {
-	if err := s.journalReady(ctx); err != nil {
+	release, err := s.holdSync(ctx, e.UserID) // the change may lower the balance an early answer counted on
+	if err != nil {
 		return nil, err
 	}
-	release := s.holdEarly(e.UserID) // the change may lower the balance an early answer counted on
 	defer release()
 	e.State, e.CreatedAt, e.At = StatePending, s.now().UTC(), s.now().UTC()
 	stored, existed, err := s.insertEntry(ctx, e)

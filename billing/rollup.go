@@ -242,7 +242,7 @@ func (s *Service) writeDocList(ctx context.Context, docs []*docInc, mark *journa
 	for _, d := range docs {
 		update := bson.D{{Key: "$inc", Value: docIncWithUSD(d.inc)}}
 		if mark != nil {
-			if done, err := mark.has(ctx, d.coll, d.id); err != nil {
+			if done, err := mark.has(ctx, d.coll, d.id, d.key); err != nil {
 				return err
 			} else if done {
 				continue
