@@ -375,14 +375,10 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	if set, ok, err := s.settlePaired(ctx, res, o); ok { // its reservation is not written yet
 		return set, err
 	}
-	werr := res.waitWritten(ctx)
-	if werr != nil && ctx.Err() != nil {
-		return nil, werr
-	}
-	if err := s.journalReady(ctx); err != nil {
-		return nil, err
-	}
-	if err := werr; err != nil {
+	if err := res.waitWritten(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
 		// The turn ran on an answer that was never written: reserve now, so that what was
 		// delivered is billed like any turn (capped at what the balance pays for).
 		again, rerr := s.reserveAgain(ctx, res, o)

@@ -58,7 +58,8 @@ import (
 // balance (errJournalBroken) until a replay succeeds, because the one-step path cannot know
 // what the journal will still write.
 
-// journalColl is the collection of maula-auth-db holding each journal's last batch.
+// journalColl is the collection of maula-auth-db holding the journals' batch documents (the
+// last of each, and those not deleted yet).
 const journalColl = "billing_journal"
 
 // journalBatchLimit keeps a batch's journal document far below MongoDB's 16 MiB.
@@ -74,7 +75,7 @@ var (
 // journal is the service's batch writer. seq and pending are owned by mu, which a flush or a
 // replay holds from start to end; broken mirrors pending != nil for lock-free checks.
 type journal struct {
-	name    string // the document's _id and the markers' field: journal.<name>
+	name    string // its batches' _id prefix (batchID) and the markers' field: journal.<name>
 	coll    *mongo.Collection
 	q       groupCommit[*jop]
 	mu      sync.Mutex
@@ -96,7 +97,7 @@ type jop struct {
 	err error    // set by the flush: the steps were refused (wraps errNotWritten)
 }
 
-// journalDoc is a journal's last batch.
+// journalDoc is one batch of a journal.
 type journalDoc struct {
 	ID  string    `bson:"_id"`
 	Seq int64     `bson:"seq"`
@@ -340,7 +341,8 @@ func (s *Service) closeJournal(ctx context.Context) {
 	s.j.mu.Unlock()
 }
 
-// runJournal writes e through the journal and returns when it is written everywhere.
+// runJournal writes es (one user's) through the journal, together, and returns when they
+// are written everywhere.
 func (s *Service) runJournal(es ...*Entry) error {
 	op := &jop{es: es}
 	if err := s.j.q.do(op, s.flushJournal); err != nil {
@@ -525,23 +527,11 @@ func (s *Service) planJournal(ctx context.Context, batch []*jop) []*Entry {
 		credits := ub.credits
 		var undo []func()
 		for _, e := range op.es {
-			key := holdKey("r_", e.RequestID)
-			h, held := ub.holds[key]
-			switch {
-			case e.UserID == user && e.Phase == PhaseReserve && !held && credits >= e.Reserved:
-				credits -= e.Reserved
-				ub.holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
-				undo = append(undo, func() { delete(ub.holds, key) })
-			case e.UserID == user && e.Phase == PhaseSettle && held && h.Phase == PhaseReserve && h.Credits == e.Reserved:
-				credits += e.Credits
-				delete(ub.holds, key)
-				undo = append(undo, func() { ub.holds[key] = h })
-			default:
+			if e.UserID != user || !stepHolds(ub.holds, credits, e) {
 				op.err = fmt.Errorf("%w: %s %q does not match the balance or holds in memory", errNotWritten, e.Phase, e.RequestID)
-			}
-			if op.err != nil {
 				break
 			}
+			undo = append(undo, applyStep(ub.holds, &credits, e))
 			e.BalanceAfter = credits
 		}
 		if op.err != nil {
@@ -557,6 +547,40 @@ func (s *Service) planJournal(ctx context.Context, batch []*jop) []*Entry {
 		}
 	}
 	return entries
+}
+
+// stepHolds reports whether e may be applied to a balance of credits with holds: a reserve
+// needs the credits and no hold of its request yet, a settle needs its reserve's hold.
+func stepHolds(holds map[string]hold, credits int64, e *Entry) bool {
+	h, held := holds[holdKey("r_", e.RequestID)]
+	switch e.Phase {
+	case PhaseReserve:
+		return !held && credits >= e.Reserved
+	case PhaseSettle:
+		return held && h.Phase == PhaseReserve && h.Credits == e.Reserved
+	}
+	return false
+}
+
+// applyStep applies a reserve or settle entry to a balance and its holds (what
+// journalSubUpdate writes), and returns how to take it back.
+func applyStep(holds map[string]hold, credits *int64, e *Entry) (undo func()) {
+	key := holdKey("r_", e.RequestID)
+	*credits += e.Credits
+	old, had := holds[key]
+	if e.Phase == PhaseReserve {
+		holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
+	} else {
+		delete(holds, key)
+	}
+	return func() {
+		*credits -= e.Credits
+		if had {
+			holds[key] = old
+		} else {
+			delete(holds, key)
+		}
+	}
 }
 
 // applyJournal does steps 2 to 4 of a batch. replay says they may have been done before, in
@@ -590,22 +614,19 @@ func (s *Service) insertJournaled(ctx context.Context, entries []*Entry, replay 
 	if len(entries) == 0 {
 		return nil
 	}
+	if err := s.testJournalFault("ledger"); err != nil {
+		return err
+	}
 	if !replay {
 		docs := make([]any, len(entries))
 		for i, e := range entries {
 			docs[i] = e
-		}
-		if err := s.testJournalFault("ledger"); err != nil {
-			return err
 		}
 		err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.ledger.InsertMany(ctx, docs); return err }) })
 		if err != nil {
 			return fmt.Errorf("billing: journal: ledger: %w", err)
 		}
 		return nil
-	}
-	if err := s.testJournalFault("ledger"); err != nil {
-		return err
 	}
 	for _, e := range entries {
 		err := retryBusy(ctx, func() error { return s.write(func() error { _, err := s.ledger.InsertOne(ctx, e); return err }) })
@@ -631,7 +652,7 @@ func (s *Service) insertJournaled(ctx context.Context, entries []*Entry, replay 
 func (s *Service) writeJournaledSubs(ctx context.Context, order []bson.ObjectID, byUser map[bson.ObjectID][]*Entry, mark *journalMark) error {
 	if mark.check {
 		for _, u := range order {
-			if err := s.writeJournaledSub(ctx, u, byUser[u], mark); err != nil {
+			if err := s.replaySub(ctx, u, byUser[u], mark); err != nil {
 				return err
 			}
 		}
@@ -693,33 +714,23 @@ func journaledSub(cur *subDoc, entries []*Entry, mark *journalMark) *subDoc {
 	after.Journal = make(map[string]int64, len(cur.Journal)+1)
 	maps.Copy(after.Journal, cur.Journal)
 	for _, e := range entries {
-		after.Features.AICredits += e.Credits
-		key := holdKey("r_", e.RequestID)
-		switch e.Phase {
-		case PhaseReserve:
+		applyStep(after.Holds, &after.Features.AICredits, e)
+		if e.Phase == PhaseReserve {
 			after.HoldCount++
-			after.Holds[key] = hold{Phase: PhaseReserve, Credits: e.Reserved, At: e.At, RequestID: e.RequestID}
-		case PhaseSettle:
+		} else {
 			after.HoldCount--
-			delete(after.Holds, key)
 		}
 	}
 	after.Journal[mark.name] = mark.seq
 	return &after
 }
 
-// writeJournaledSub writes one user's part of a batch into the subscription: one update.
-func (s *Service) writeJournaledSub(ctx context.Context, user bson.ObjectID, entries []*Entry, mark *journalMark) error {
+// replaySub writes one user's part of a replayed batch into the subscription, unless its
+// marker says it is there: one read and at most one update.
+func (s *Service) replaySub(ctx context.Context, user bson.ObjectID, entries []*Entry, mark *journalMark) error {
 	upd := journalSubUpdate(entries, mark)
-	want := entries[len(entries)-1].BalanceAfter
 	return s.onSub(ctx, user, func() error {
-		var cur *subDoc
-		var err error
-		if mark.check {
-			cur, err = s.readSub(ctx, user)
-		} else {
-			cur, err = s.currentSub(ctx, user)
-		}
+		cur, err := s.readSub(ctx, user)
 		if err != nil {
 			return err
 		}
@@ -727,7 +738,7 @@ func (s *Service) writeJournaledSub(ctx context.Context, user bson.ObjectID, ent
 			s.log.Error("billing: journal: the subscription is gone; its part of the batch is dropped", "user", user.Hex())
 			return nil
 		}
-		if mark.check && cur.Journal[mark.name] >= mark.seq {
+		if cur.Journal[mark.name] >= mark.seq {
 			s.shadow.Store(user, cur)
 			return nil
 		}
@@ -743,9 +754,6 @@ func (s *Service) writeJournaledSub(ctx context.Context, user bson.ObjectID, ent
 			return fmt.Errorf("billing: journal: subscription: %w", err)
 		}
 		s.shadow.Store(user, &after)
-		if !mark.check && after.Features.AICredits != want {
-			s.log.Error("billing: journal: the balance written differs from the one in memory", "user", user.Hex(), "written", after.Features.AICredits, "memory", want)
-		}
 		return nil
 	})
 }
@@ -850,10 +858,7 @@ func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entr
 	u.mu.Unlock()
 	defer u.done()
 	je := *e
-	je.ID, je.Rollup = bson.NewObjectID(), "done"
-	if e.Rollup == "skip" {
-		je.Rollup = "skip"
-	}
+	je.ID, je.Rollup = bson.NewObjectID(), "done" // e is Settle's pending entry, its rollup "claimed"
 	if err := s.runJournal(&je); err != nil {
 		if errors.Is(err, errNotWritten) {
 			return nil, false, nil

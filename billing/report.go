@@ -173,9 +173,6 @@ func (s *Service) Costs(ctx context.Context, q CostQuery) (*CostReport, error) {
 	if err := q.check(); err != nil {
 		return nil, err
 	}
-	if err := s.SyncJournal(ctx); err != nil { // the rollups of every turn settled so far
-		return nil, fmt.Errorf("billing: cost report: %w", err)
-	}
 	if !q.UserID.IsZero() {
 		// One user: the user level's documents of the range, by _id (userusage.go).
 		reps, err := s.userReports(ctx, q, [][]string{q.GroupBy})
@@ -183,6 +180,9 @@ func (s *Service) Costs(ctx context.Context, q CostQuery) (*CostReport, error) {
 			return nil, err
 		}
 		return reps[0], nil
+	}
+	if err := s.SyncJournal(ctx); err != nil { // the rollups of every turn settled so far
+		return nil, fmt.Errorf("billing: cost report: %w", err)
 	}
 	lvl := q.level()
 	if lvl == levelFull {
