@@ -348,6 +348,9 @@ func (s *Service) LiveCost(res *Reservation, u providers.Usage) (costMicros int6
 
 // Balance returns the user's credit balance (features.aiCredits).
 func (s *Service) Balance(ctx context.Context, userID bson.ObjectID) (int64, error) {
+	if err := s.waitApplied(ctx); err != nil { // the turns answered so far are in it
+		return 0, err
+	}
 	d, err := s.readSub(ctx, userID)
 	if err != nil {
 		return 0, fmt.Errorf("billing: balance: %w", err)

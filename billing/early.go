@@ -69,16 +69,27 @@ const (
 // the reply streams. (A crash meanwhile loses the answer, as before any write: uncharged.)
 const pairWait = 100 * time.Millisecond
 
-// finish records the outcome of an early write: its credits are in the subscription (or were
-// never written), and its settle may go on.
+// finish records the outcome of an early write whose credits are in the subscription (or
+// were never written): answer and release.
 func (w *earlyWrite) finish(err error) {
+	w.release()
+	w.answer(err)
+}
+
+// answer says the write is decided (err nil: in the journal or the store): its settle may go on.
+func (w *earlyWrite) answer(err error) {
 	w.err = err
+	close(w.done)
+}
+
+// release gives back the write's count once its credits are in the shadow and the store (or
+// were never written): the user's other steps stop counting it as in flight.
+func (w *earlyWrite) release() {
 	u := w.user
 	u.mu.Lock()
 	u.reserved -= w.entry.Reserved
 	u.mu.Unlock()
 	u.done()
-	close(w.done)
 }
 
 // earlyUser counts one user's early reservations in flight. Its fields are owned by mu.
@@ -207,7 +218,8 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 		switch {
 		case err != nil:
 		case s.j != nil: // with the journal: written with other turns' steps (journal.go)
-			err = s.runJournal(w.entry)
+			w.answer(s.runJournal(w.release, w.entry))
+			return
 		default:
 			var got *Reservation
 			got, err = s.reserveNow(context.WithoutCancel(ctx), r, credits, now, true)

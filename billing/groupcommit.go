@@ -18,6 +18,10 @@ type groupCommit[T any] struct {
 	queue    []*gcItem[T]
 	flushing bool
 	limit    int // the most items one flush takes (0: all queued); set before first use
+	// before, when set (before first use), is called by each leader before it takes the
+	// queue, with no lock held: a flush whose tail runs on after it returned (the journal's
+	// apply) is awaited there, so that the batch takes every caller that came meanwhile.
+	before func()
 }
 
 type gcItem[T any] struct {
@@ -50,6 +54,11 @@ func (g *groupCommit[T]) do(v T, flush func([]T) error) error {
 		g.mu.Lock()
 	}
 	g.flushing = true
+	if g.before != nil {
+		g.mu.Unlock()
+		g.before()
+		g.mu.Lock()
+	}
 	batch := g.queue
 	g.queue = nil
 	if g.limit > 0 && len(batch) > g.limit {

@@ -230,6 +230,9 @@ type SubscriptionView struct {
 
 // Subscription returns the user's plan, balance and period.
 func (s *Service) Subscription(ctx context.Context, userID bson.ObjectID) (*SubscriptionView, error) {
+	if err := s.waitApplied(ctx); err != nil { // the turns answered so far are in it
+		return nil, err
+	}
 	sub, err := s.readSub(ctx, userID)
 	if err != nil {
 		return nil, err

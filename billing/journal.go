@@ -43,6 +43,10 @@ import (
 //     settles carried and its own, once per document, each also with journal.<name> = seq.
 //     Otherwise its settles are carried by the next batches' documents until one writes them.
 //
+// The steps are answered after 1 (they are durable then); 2 to 4 run behind the answer, and
+// the next batch is planned once they are done. Until then the users' steps count as in
+// flight (jop.after), and reads of a balance wait for them (waitApplied).
+//
 // What keeps it exact: the step is decided from the shadow and checked there (a reserve
 // needs the credits and no hold yet, a settle needs its hold); while a user has steps in the
 // journal no other step writes that user's subscription (every other balance change waits
@@ -54,9 +58,9 @@ import (
 // never been answered: reservations vanish with the process, and settles were not answered.
 // A flush that fails before 1 answers its steps with errNotWritten: nothing of them was
 // written and they take the one-step path. One that fails after 1 is completed by a replay
-// before its steps are answered; if even the replay fails, billing refuses to change any
-// balance (errJournalBroken) until a replay succeeds, because the one-step path cannot know
-// what the journal will still write.
+// (its steps stand); if even the replay fails, billing refuses to change any balance
+// (errJournalBroken) until a replay succeeds, because the one-step path cannot know what the
+// journal will still write.
 
 // journalColl is the collection of maula-auth-db holding the journals' batch documents (the
 // last of each, and those not deleted yet).
@@ -89,12 +93,22 @@ type journal struct {
 	carrySince time.Time
 	timer      bool
 	closed     bool // shutdown: no more timers
+	// answered is the last batch whose steps were answered, applied the last one written
+	// everywhere (or handed to its replay): a read of a balance waits for applied to reach
+	// the answered it found (waitApplied). Owned by appliedMu; appliedCh is closed and
+	// replaced each time applied moves.
+	appliedMu         sync.Mutex
+	answered, applied int64
+	appliedCh         chan struct{}
 }
 
 // jop is one step in the journal: a reserve or settle entry, as it will be stored.
 type jop struct {
 	es  []*Entry // one user's: a step, or a reservation with its settle
 	err error    // set by the flush: the steps were refused (wraps errNotWritten)
+	// after, when set, runs once the steps are in the shadow and the store, which may be
+	// after the answer: by the flush when the op is answered nil, else by runJournal.
+	after func()
 }
 
 // journalDoc is one batch of a journal.
@@ -224,8 +238,9 @@ func (s *Service) openJournal(ctx context.Context, name string) error {
 	if err := s.createIndexed(ctx, journalColl); err != nil {
 		return fmt.Errorf("billing: journal: %w", err)
 	}
-	j := &journal{name: name, coll: s.o.Mongo.DB(model.AuthDB).Collection(journalColl)}
+	j := &journal{name: name, coll: s.o.Mongo.DB(model.AuthDB).Collection(journalColl), appliedCh: make(chan struct{})}
 	j.q.limit = journalBatchLimit
+	j.q.before = func() { j.mu.Lock(); j.mu.Unlock() } // the last batch's apply, running behind its answer
 	var d journalDoc
 	// The last batch: the highest _id of the journal's (only the last one can be unfinished;
 	// older ones are deleted as rollups are written).
@@ -342,13 +357,58 @@ func (s *Service) closeJournal(ctx context.Context) {
 }
 
 // runJournal writes es (one user's) through the journal, together, and returns when they
-// are written everywhere.
-func (s *Service) runJournal(es ...*Entry) error {
-	op := &jop{es: es}
-	if err := s.j.q.do(op, s.flushJournal); err != nil {
-		return err
+// are decided: nil once they are in a journal document (a crash from then on is completed by
+// the replay), an error when nothing of them was written (errNotWritten) or balances wait for
+// a replay (errJournalBroken). after (if not nil) runs once they are also in the shadow and
+// the store, or at once on an error: until then the user's steps must count them in flight.
+func (s *Service) runJournal(after func(), es ...*Entry) error {
+	op := &jop{es: es, after: after}
+	err := s.j.q.do(op, s.flushJournal)
+	if err == nil {
+		err = op.err
 	}
-	return op.err
+	if err != nil && after != nil {
+		after()
+	}
+	return err
+}
+
+// waitApplied waits until every batch answered before the call is written everywhere: a read
+// of a balance after a turn's chat.done then sees the turn. A no-op without the journal.
+func (s *Service) waitApplied(ctx context.Context) error {
+	if s.j == nil {
+		return nil
+	}
+	j := s.j
+	j.appliedMu.Lock()
+	target := j.answered
+	for j.applied < target {
+		ch := j.appliedCh
+		j.appliedMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("billing: waiting for the journal: %w", ctx.Err())
+		}
+		j.appliedMu.Lock()
+	}
+	j.appliedMu.Unlock()
+	return nil
+}
+
+// markAnswered and markApplied move answered and applied to seq.
+func (j *journal) markAnswered(seq int64) {
+	j.appliedMu.Lock()
+	j.answered = seq
+	j.appliedMu.Unlock()
+}
+
+func (j *journal) markApplied(seq int64) {
+	j.appliedMu.Lock()
+	j.applied = seq
+	close(j.appliedCh)
+	j.appliedCh = make(chan struct{})
+	j.appliedMu.Unlock()
 }
 
 // journalReady returns errJournalBroken while a failed batch waits for its replay, after one
@@ -381,30 +441,82 @@ func (s *Service) repairLocked(ctx context.Context) error {
 }
 
 // flushJournal writes one batch (groupCommit's flush): the steps refused by the shadow get
-// their own error, the others are written together.
+// their own error, the others are written together. They are answered once the batch's
+// journal document is written: the rest of the batch (ledger, subscriptions, rollups) runs
+// behind the answer, in a goroutine that holds j.mu until it is done, so the next batch is
+// planned on a shadow that holds this one (groupCommit.before waits for it too).
 func (s *Service) flushJournal(batch []*jop) error {
 	// The batch carries many callers' steps: no caller's cancellation may cut it.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	j := s.j
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	behind := false // the apply goroutine owns ctx and j.mu from then on
+	defer func() {
+		if !behind {
+			cancel()
+			j.mu.Unlock()
+		}
+	}()
 	if err := s.repairLocked(ctx); err != nil {
 		// Nothing of this batch was written: its steps may go the step-by-step way, which
 		// waits for the repair (journalReady) and says so if it fails.
 		return fmt.Errorf("%w: %w", errNotWritten, err)
 	}
-	return s.writeBatch(ctx, s.planJournal(ctx, batch), false)
+	doc, err := s.startBatch(ctx, s.planJournal(ctx, batch), false)
+	if err != nil {
+		if err = s.flushFailed(ctx, doc, err); err == nil {
+			runAfter(batch)
+		}
+		return err
+	}
+	if doc == nil {
+		return nil
+	}
+	j.markAnswered(doc.Seq)
+	behind = true
+	go func() {
+		defer j.mu.Unlock()
+		defer cancel()
+		// A failure here is the replay's (flushFailed): the steps are in the journal, so
+		// they stand; if it cannot complete them, balances wait (errJournalBroken).
+		_ = s.finishBatch(ctx, doc)
+		runAfter(batch)
+		j.markApplied(doc.Seq)
+	}()
+	return nil
 }
 
-// writeBatch writes a batch of entries (j.mu held); force writes the rollups carried even
-// when they are not due.
+// runAfter runs the after of each op of a batch answered nil.
+func runAfter(batch []*jop) {
+	for _, op := range batch {
+		if op.err == nil && op.after != nil {
+			op.after()
+		}
+	}
+}
+
+// writeBatch writes a batch of entries everywhere (j.mu held); force writes the rollups
+// carried even when they are not due.
 func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) error {
+	doc, err := s.startBatch(ctx, entries, force)
+	if err != nil {
+		return s.flushFailed(ctx, doc, err)
+	}
+	if doc == nil {
+		return nil
+	}
+	return s.finishBatch(ctx, doc)
+}
+
+// startBatch writes a batch's journal document (step 1; j.mu held) and returns it, or nil
+// when there is nothing to write. On an error, the document may or may not be stored:
+// flushFailed finds out.
+func (s *Service) startBatch(ctx context.Context, entries []*Entry, force bool) (*journalDoc, error) {
 	j := s.j
 	doc := &journalDoc{ID: batchID(j.name, j.seq+1), Seq: j.seq + 1, At: s.now().UTC(), Entries: entries, carried: j.carry,
 		Batch: bson.NewObjectID()}
 	if err := doc.pack(); err != nil {
-		return fmt.Errorf("%w: %w", errNotWritten, err)
+		return nil, fmt.Errorf("%w: %w", errNotWritten, err)
 	}
 	for _, e := range j.carry {
 		doc.Carried = append(doc.Carried, e.ID)
@@ -417,7 +529,7 @@ func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) 
 	}
 	doc.Rollups = pending > 0 && (force || pending >= rollupCarryMax || (len(j.carry) > 0 && time.Since(j.carrySince) >= rollupEvery))
 	if len(entries) == 0 && !doc.Rollups {
-		return nil
+		return nil, nil
 	}
 	err := retryBusy(ctx, func() error {
 		if err := s.testJournalFault("journal"); err != nil {
@@ -428,11 +540,16 @@ func (s *Service) writeBatch(ctx context.Context, entries []*Entry, force bool) 
 			return err
 		})
 	})
+	return doc, err
+}
+
+// finishBatch does steps 2 to 4 of a batch whose journal document is written (j.mu held),
+// through its replay if they fail.
+func (s *Service) finishBatch(ctx context.Context, doc *journalDoc) error {
+	err := s.applyCaught(ctx, doc)
 	if err == nil {
-		if err = s.applyCaught(ctx, doc); err == nil {
-			s.committed(doc)
-			return nil
-		}
+		s.committed(doc)
+		return nil
 	}
 	return s.flushFailed(ctx, doc, err)
 }
@@ -452,6 +569,9 @@ func (s *Service) applyCaught(ctx context.Context, doc *journalDoc) (err error) 
 // batch (its steps may go another way), else the batch is completed by replay; while that
 // fails, balances wait (errJournalBroken).
 func (s *Service) flushFailed(ctx context.Context, doc *journalDoc, cause error) error {
+	if doc == nil { // never sent (startBatch could not build it)
+		return cause
+	}
 	j := s.j
 	wait := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -824,12 +944,12 @@ func (s *Service) settlePaired(ctx context.Context, res *Reservation, o Outcome)
 	}
 	e, err := s.settleEntryOf(res, o)
 	if err != nil { // cannot price it: the reservation is written alone, the error returned
-		w.finish(s.runJournal(w.entry))
+		w.answer(s.runJournal(w.release, w.entry))
 		return nil, true, err
 	}
 	e.ID, e.Rollup = bson.NewObjectID(), "done"
-	err = s.runJournal(w.entry, e)
-	w.finish(err)
+	err = s.runJournal(w.release, w.entry, e)
+	w.answer(err)
 	if err != nil {
 		if errors.Is(err, errNotWritten) {
 			return nil, false, nil
@@ -854,12 +974,11 @@ func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entr
 		u.mu.Unlock()
 		return nil, false, nil
 	}
-	u.inflight++
+	u.inflight++ // until the settle is in the subscription: the user's other steps wait for it
 	u.mu.Unlock()
-	defer u.done()
 	je := *e
 	je.ID, je.Rollup = bson.NewObjectID(), "done" // e is Settle's pending entry, its rollup "claimed"
-	if err := s.runJournal(&je); err != nil {
+	if err := s.runJournal(u.done, &je); err != nil {
 		if errors.Is(err, errNotWritten) {
 			return nil, false, nil
 		}

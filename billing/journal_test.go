@@ -107,9 +107,10 @@ func TestJournalWritesTurnsTogether(t *testing.T) {
 }
 
 // A batch that fails partway is completed, never half applied: by the flush itself when a
-// replay succeeds, otherwise by the next start, which replays the journal. Until then billing
-// refuses to change balances. A batch whose journal document was not written is not applied
-// at all, and its steps are written the step-by-step way.
+// replay succeeds, otherwise by the next start, which replays the journal. Its steps were
+// answered once its journal document was written; until the replay billing refuses to change
+// balances. A batch whose journal document was not written is not applied at all, and its
+// steps are written the step-by-step way.
 func TestJournalFailureAndReplay(t *testing.T) {
 	e := newEnv(t)
 	e.clk.Add(401 * 24 * time.Hour)
@@ -146,6 +147,9 @@ func TestJournalFailureAndReplay(t *testing.T) {
 					t.Fatal(err)
 				}
 				res = append(res, r)
+			}
+			if err := s.waitApplied(ctx); err != nil { // no write of theirs meets the fault hook
+				t.Fatal(err)
 			}
 			// All six settles in one batch: a reservation of a third user holds the journal
 			// (its flush waits in the fault hook) until the six are queued behind it.
@@ -203,19 +207,16 @@ func TestJournalFailureAndReplay(t *testing.T) {
 			}
 			after := s
 			if c.permanent {
-				failed := errs
-				if c.step == "rollup" { // the settles were written; the rollups' batch broke
-					failed = []error{syncErr}
-					for _, err := range errs {
-						if err != nil {
-							t.Fatalf("settle: %v", err)
-						}
+				// The settles are in the journal document, so they stand, answered; what broke
+				// is the rest of their batch (or the rollups' batch), which the report's sync
+				// finds waiting for its replay.
+				for _, err := range errs {
+					if err != nil {
+						t.Fatalf("settle: %v", err)
 					}
 				}
-				for _, err := range failed {
-					if !errors.Is(err, errJournalBroken) {
-						t.Fatalf("on a broken journal: %v, want errJournalBroken", err)
-					}
+				if !errors.Is(syncErr, errJournalBroken) {
+					t.Fatalf("on a broken journal: %v, want errJournalBroken", syncErr)
 				}
 				if _, err := s.Reserve(ctx, fresh(req(u1, name+"-later"))); !errors.Is(err, errJournalBroken) {
 					t.Fatalf("reserve on a broken journal: %v, want errJournalBroken", err)
@@ -260,9 +261,19 @@ func TestJournalFailureAndReplay(t *testing.T) {
 	}
 }
 
+// journalSeq is the journal's last batch written everywhere, once the one running is.
+func journalSeq(s *Service) int64 {
+	s.j.mu.Lock()
+	defer s.j.mu.Unlock()
+	return s.j.seq
+}
+
 // settledCost is the sum of the user's settle entries' costs, from the ledger.
 func settledCost(t *testing.T, s *Service, u bson.ObjectID) int64 {
 	t.Helper()
+	if err := s.waitApplied(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	cur, err := s.ledger.Find(context.Background(), bson.D{{Key: "userId", Value: u}, {Key: "phase", Value: PhaseSettle}})
 	if err != nil {
 		t.Fatal(err)
@@ -330,12 +341,12 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 	if res.written == nil {
 		t.Fatal("not answered early")
 	}
-	before := s.j.seq
+	before := journalSeq(s)
 	st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.j.seq - before; got != 1 || st.CreditsLeft != 9 {
+	if got := journalSeq(s) - before; got != 1 || st.CreditsLeft != 9 {
 		t.Fatalf("%d batches, balance after %d: want the turn in one batch, 9 left", got, st.CreditsLeft)
 	}
 	if bal := checkLedger(t, s, u); bal != 9 {
@@ -357,5 +368,57 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 	}
 	if bal := checkLedger(t, s, u); bal != 13 {
 		t.Fatalf("balance %d, want 13", bal)
+	}
+}
+
+// A journaled settle is answered once its batch's journal document is written; the ledger
+// and the subscription follow behind the answer. A balance read meanwhile waits for them, so a
+// client reading its balance after chat.done sees the turn, and a grant (a step of the
+// step-by-step path) waits for them before it decides.
+func TestJournalAnswersBeforeApplying(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCall, 0)
+	s.pairWait = time.Hour // reserve and settle in one batch
+	u := newUser(t, s, 10)
+	res, err := s.Reserve(ctx, fresh(req(u, "behind-"+u.Hex())))
+	if err != nil || res.written == nil {
+		t.Fatalf("reserve: %v (early: %v)", err, res != nil && res.written != nil)
+	}
+	applying, release := make(chan struct{}), make(chan struct{})
+	s.journalFault = func(step string) error {
+		if step == "ledger" {
+			close(applying)
+			<-release
+		}
+		return nil
+	}
+	st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
+	if err != nil || st.CreditsLeft != 9 {
+		t.Fatalf("settle: %v, %+v", err, st)
+	}
+	<-applying // the settle was answered while its batch's ledger write is held
+	// The store still says 10; the read waits instead of saying so (until its deadline here).
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if b, err := s.Balance(short, u); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("balance read while the answered batch is not applied: %d, %v; want it to wait", b, err)
+	}
+	type read struct {
+		bal int64
+		err error
+	}
+	balance, granted := make(chan read, 1), make(chan error, 1)
+	go func() { b, err := s.Balance(ctx, u); balance <- read{b, err} }()
+	go func() { granted <- s.Grant(ctx, u, 5, "test") }()
+	close(release)
+	if r := <-balance; r.err != nil || (r.bal != 9 && r.bal != 14) {
+		t.Fatalf("balance read after the apply: %d, %v; want 9 (or 14 after the grant)", r.bal, r.err)
+	}
+	if err := <-granted; err != nil {
+		t.Fatal(err)
+	}
+	if bal := checkLedger(t, s, u); bal != 14 {
+		t.Fatalf("balance %d, want 14", bal)
 	}
 }
