@@ -378,6 +378,9 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	if set, ok, err := s.settlePaired(ctx, res, o); ok { // its reservation is not written yet
 		return set, err
 	}
+	if set, ok, err := s.settleBehind(ctx, res, o); ok { // its reservation is queued in the journal
+		return set, err
+	}
 	if err := res.waitWritten(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil, err
@@ -395,9 +398,6 @@ func (s *Service) Settle(ctx context.Context, res *Reservation, o Outcome) (*Set
 	e, err := s.settleEntryOf(res, o)
 	if err != nil {
 		return nil, err
-	}
-	if set, ok, err := s.settleJournaled(ctx, res, e); ok {
-		return set, err
 	}
 	return s.settleEntry(ctx, e)
 }

@@ -31,7 +31,8 @@ import (
 //     path, a grant, a reset, a plan change) first stops early answers for that user and waits
 //     for the ones in flight (holdEarly): the guard of an early write never fails because of
 //     a decision it was not counted in.
-//   - Settle waits for the reservation's write before releasing it.
+//   - Settle waits for the reservation's write before releasing it (with the journal, it is
+//     queued behind that write: settleBehind).
 //
 // What a failed write costs: nothing. Settle finds the write failed and reserves again,
 // synchronously, sized on what the turn used, before settling as usual; only when the balance
@@ -51,9 +52,12 @@ type earlyWrite struct {
 	// the settle, which closes wake); entry is the reservation's ledger entry.
 	state atomic.Int32
 	wake  chan struct{}
-	entry *Entry
-	req   ReserveRequest
-	user  *earlyUser
+	// queued is closed once a write alone is queued in the journal: a settle queued after
+	// it is written in the same batch or a later one, so it need not wait for done.
+	queued chan struct{}
+	entry  *Entry
+	req    ReserveRequest
+	user   *earlyUser
 }
 
 // States of an early write.
@@ -194,7 +198,7 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 	hurry := u.hurry // taken with the count: a holdEarly from now on closes this one
 	u.mu.Unlock()
 
-	w := &earlyWrite{done: make(chan struct{}), wake: make(chan struct{}), req: r, user: u,
+	w := &earlyWrite{done: make(chan struct{}), wake: make(chan struct{}), queued: make(chan struct{}), req: r, user: u,
 		entry: &Entry{ID: bson.NewObjectID(), RequestID: r.RequestID, Phase: PhaseReserve, UserID: r.UserID,
 			Credits: -credits, Reserved: credits, Tool: r.Tool, Provider: r.Provider, Model: r.Model,
 			MaxTokens: r.MaxTokens, At: now, CreatedAt: now}}
@@ -218,7 +222,9 @@ func (s *Service) reserveEarly(ctx context.Context, r ReserveRequest, credits in
 		switch {
 		case err != nil:
 		case s.j != nil: // with the journal: written with other turns' steps (journal.go)
-			w.answer(s.runJournal(w.release, w.entry))
+			wait := s.queueJournal(w.release, w.entry)
+			close(w.queued) // its settle may queue behind it now
+			w.answer(wait())
 			return
 		default:
 			var got *Reservation

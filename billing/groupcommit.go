@@ -28,6 +28,7 @@ type gcItem[T any] struct {
 	v    T
 	err  error
 	wake chan bool // true: lead the next batch; false: your batch is written, err is set
+	lead bool      // added when no flush ran: it leads without waiting
 }
 
 // safeFlush turns a panic in flush into the batch's error: the waiters must still be woken
@@ -43,22 +44,33 @@ func safeFlush[T any](flush func([]T) error, vs []T) (err error) {
 
 // do queues v and returns the error of the flush that carried it.
 func (g *groupCommit[T]) do(v T, flush func([]T) error) error {
+	return g.wait(g.add(v), flush)
+}
+
+// add queues v; wait must follow. Items are flushed in the order they were added: one added
+// after another goes in the same batch or a later one, after it.
+func (g *groupCommit[T]) add(v T) *gcItem[T] {
 	it := &gcItem[T]{v: v, wake: make(chan bool, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, it)
-	if g.flushing {
-		g.mu.Unlock()
+	if !g.flushing {
+		g.flushing, it.lead = true, true
+	}
+	g.mu.Unlock()
+	return it
+}
+
+// wait returns the error of the flush that carried it, leading that flush when its turn comes.
+func (g *groupCommit[T]) wait(it *gcItem[T], flush func([]T) error) error {
+	if !it.lead {
 		if lead := <-it.wake; !lead {
 			return it.err
 		}
-		g.mu.Lock()
 	}
-	g.flushing = true
 	if g.before != nil {
-		g.mu.Unlock()
 		g.before()
-		g.mu.Lock()
 	}
+	g.mu.Lock()
 	batch := g.queue
 	g.queue = nil
 	if g.limit > 0 && len(batch) > g.limit {

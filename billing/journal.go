@@ -362,15 +362,24 @@ func (s *Service) closeJournal(ctx context.Context) {
 // a replay (errJournalBroken). after (if not nil) runs once they are also in the shadow and
 // the store, or at once on an error: until then the user's steps must count them in flight.
 func (s *Service) runJournal(after func(), es ...*Entry) error {
+	return s.queueJournal(after, es...)()
+}
+
+// queueJournal queues es in the journal and returns runJournal's wait for them: steps queued
+// after these are written in the same batch, after them, or in a later one.
+func (s *Service) queueJournal(after func(), es ...*Entry) (wait func() error) {
 	op := &jop{es: es, after: after}
-	err := s.j.q.do(op, s.flushJournal)
-	if err == nil {
-		err = op.err
+	it := s.j.q.add(op)
+	return func() error {
+		err := s.j.q.wait(it, s.flushJournal)
+		if err == nil {
+			err = op.err
+		}
+		if err != nil && after != nil {
+			after()
+		}
+		return err
 	}
-	if err != nil && after != nil {
-		after()
-	}
-	return err
 }
 
 // waitApplied waits until every batch answered before the call is written everywhere: a read
@@ -960,10 +969,36 @@ func (s *Service) settlePaired(ctx context.Context, res *Reservation, o Outcome)
 	return settlement(e), true, nil
 }
 
-// settleJournaled settles through the journal a reservation written there; ok is false when
-// the settle must take the one-step path (credits.go) instead: another settle of the same
-// reservation came first, another step of the user's is under way, or the journal refused it
-// (nothing of it written).
+// settleBehind settles through the journal a reservation whose write alone is queued there:
+// the settle is queued behind it, in the same batch or a later one, without waiting for the
+// reservation's answer (a batch more). ok is false when the settle must go the usual way: the
+// reservation's write failed, or the journal refused the settle (see settleJournaled; a
+// reservation refused by the journal has its settle refused too).
+func (s *Service) settleBehind(ctx context.Context, res *Reservation, o Outcome) (set *Settlement, ok bool, err error) {
+	w := res.written
+	if s.j == nil || w == nil {
+		return nil, false, nil
+	}
+	select {
+	case <-w.queued:
+	case <-w.done:
+		if w.err != nil {
+			return nil, false, nil
+		}
+	case <-ctx.Done():
+		return nil, true, fmt.Errorf("billing: settle: waiting for the reservation's write: %w", ctx.Err())
+	}
+	e, err := s.settleEntryOf(res, o)
+	if err != nil {
+		return nil, true, err
+	}
+	return s.settleJournaled(ctx, res, e)
+}
+
+// settleJournaled settles through the journal a reservation written or queued there; ok is
+// false when the settle must take the one-step path (credits.go) instead: another settle of
+// the same reservation came first, another step of the user's is under way, or the journal
+// refused it (nothing of it written).
 func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entry) (set *Settlement, ok bool, err error) {
 	if s.j == nil || res.written == nil || !res.written.settling.CompareAndSwap(false, true) {
 		return nil, false, nil

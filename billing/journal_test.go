@@ -422,3 +422,50 @@ func TestJournalAnswersBeforeApplying(t *testing.T) {
 		t.Fatalf("balance %d, want 14", bal)
 	}
 }
+
+// A settle whose reservation is being written alone (the turn outlasted pairWait) queues
+// behind it in the journal instead of waiting for the reservation's batch to be answered:
+// here it is queued while that batch is held, and both are written.
+func TestJournalSettleQueuesBehindItsReservation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCall, 0)
+	s.pairWait = 0 // the reservation is written alone at once
+	u := newUser(t, s, 10)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.journalFault = func(step string) error {
+		if step == "journal" {
+			once.Do(func() { close(held); <-release })
+		}
+		return nil
+	}
+	res, err := s.Reserve(ctx, fresh(req(u, "behind-"+u.Hex())))
+	if err != nil || res.written == nil {
+		t.Fatalf("reserve: %v (early: %v)", err, res != nil && res.written != nil)
+	}
+	<-held // the reservation's batch waits in its journal write
+	settled := make(chan error, 1)
+	go func() {
+		st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
+		if err == nil && st.CreditsLeft != 9 {
+			err = fmt.Errorf("credits left %d, want 9", st.CreditsLeft)
+		}
+		settled <- err
+	}()
+	for queued, start := 0, time.Now(); queued == 0; runtime.Gosched() {
+		s.j.q.mu.Lock()
+		queued = len(s.j.q.queue)
+		s.j.q.mu.Unlock()
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the settle did not queue behind its reservation's batch")
+		}
+	}
+	close(release)
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	if bal := checkLedger(t, s, u); bal != 9 {
+		t.Fatalf("balance %d, want 9", bal)
+	}
+}
