@@ -32,16 +32,16 @@ import (
 //
 // A flush (one at a time; groupCommit gathers the steps that arrive meanwhile) writes:
 //
-//  1. the journal document {_id: <name>:<seq>, seq, entries, carried, rollups}: every ledger entry
-//     of the batch as it will be stored, applied, with its balance after, and the _ids of the
-//     settles of earlier batches whose rollups are not written yet (those are in the ledger
-//     already); once it is written the batch is decided, whatever happens next;
+//  1. the journal document {_id: <name>:<seq>, seq, entries, rollups}: every ledger entry of
+//     the batch as it will be stored, applied, with its balance after; once it is written the
+//     batch is decided, whatever happens next;
 //  2. the entries into the ledger, in one insertMany;
 //  3. each subscription the batch touches, once: $inc of the sum of its entries, the holds
 //     set and released, and journal.<name> = seq in the same update;
 //  4. when due (rollupEvery, a report, shutdown): the rollups and analytics documents of the
 //     settles carried and its own, once per document, each also with journal.<name> = seq.
-//     Otherwise its settles are carried by the next batches' documents until one writes them.
+//     Otherwise its settles are carried until a later batch writes them; the documents of
+//     the batches since the last that wrote them are kept, so that a replay finds them.
 //
 // The steps are answered after 1 (they are durable then); 2 to 4 run behind the answer, and
 // the next batch is planned once they are done. Until then the users' steps count as in
@@ -52,7 +52,7 @@ import (
 // journal no other step writes that user's subscription (every other balance change waits
 // in holdEarly, and a settle arriving while one waits takes the one-step-at-a-time path).
 // A crash after 1 leaves a document that says what the batch is: at the next start (and
-// after a failed flush) it is replayed, each write skipped where the document's journal
+// after a failed flush) it is replayed, with the settles it carries, each write skipped where the document's journal
 // marker already has the batch's seq, so a replay of a complete batch changes nothing and one
 // of a partial batch finishes it exactly. A crash before 1 loses the batch as if its steps had
 // never been answered: reservations vanish with the process, and settles were not answered.
@@ -62,8 +62,8 @@ import (
 // (errJournalBroken) until a replay succeeds, because the one-step path cannot know what the
 // journal will still write.
 
-// journalColl is the collection of maula-auth-db holding the journals' batch documents (the
-// last of each, and those not deleted yet).
+// journalColl is the collection of maula-auth-db holding the journals' batch documents (those
+// since each journal's last rollup write, and any not deleted yet).
 const journalColl = "billing_journal"
 
 // journalBatchLimit keeps a batch's journal document far below MongoDB's 16 MiB.
@@ -79,14 +79,21 @@ var (
 // journal is the service's batch writer. seq and pending are owned by mu, which a flush or a
 // replay holds from start to end; broken mirrors pending != nil for lock-free checks.
 type journal struct {
-	name    string // its batches' _id prefix (batchID) and the markers' field: journal.<name>
-	coll    *mongo.Collection
-	q       groupCommit[*jop]
-	mu      sync.Mutex
-	seq     int64       // last batch written whole
-	kept    int64       // the oldest batch whose document may still be stored
-	pending *journalDoc // a batch written in the journal but not yet everywhere else
-	broken  atomic.Bool
+	name string // its batches' _id prefix (batchID) and the markers' field: journal.<name>
+	coll *mongo.Collection
+	q    groupCommit[*jop]
+	mu   sync.Mutex
+	seq  int64 // last batch written whole
+	// trim deletes the batch documents a rollup write left behind, beside the batches
+	// (trimJournal); kept (the oldest batch whose document may still be stored), upTo and
+	// running are owned by trimMu, and trimDone counts the deleter for shutdown.
+	trimMu   sync.Mutex
+	kept     int64
+	upTo     int64
+	running  bool
+	trimDone sync.WaitGroup
+	pending  *journalDoc // a batch written in the journal but not yet everywhere else
+	broken   atomic.Bool
 	// carry is the settles whose rollups are not written yet (they are in the journal
 	// document), since carrySince; timer, when armed, writes them after rollupEvery.
 	carry      []*Entry
@@ -120,11 +127,13 @@ type journalDoc struct {
 	// to delete it, and decoding a binary costs far less than an array of documents.
 	Entries []*Entry `bson:"-"`
 	Packed  []byte   `bson:"entries"`
-	// Carried are the _ids of earlier batches' settles whose rollups are not written yet
-	// (stored in the ledger by their batches; carried holds them in memory). Rollups says this
-	// batch writes them, with its own settles'. Otherwise they all wait for a later one.
+	// Rollups says this batch writes the rollups of its settles and of every settle since
+	// the last batch that did (carried: in memory, and in the stored batches since that one).
+	// Otherwise they all wait for a later one.
+	Rollups bool `bson:"rollups"`
+	// Carried is read from batches of the first journal format only, which listed the
+	// _ids of the earlier batches' settles they carried (now read from the batches kept).
 	Carried []bson.ObjectID `bson:"carried,omitempty"`
-	Rollups bool            `bson:"rollups"`
 	// Batch tells this batch from a stale document of the same seq (flushFailed).
 	Batch   bson.ObjectID `bson:"batch"`
 	carried []*Entry
@@ -159,7 +168,8 @@ func (d *journalDoc) unpack() error {
 	return nil
 }
 
-// loadCarried reads from the ledger the settles a stored journal document carries.
+// loadCarried reads from the ledger the settles a stored journal document of the first
+// format carries.
 func (s *Service) loadCarried(ctx context.Context, d *journalDoc) error {
 	d.carried = d.carried[:0]
 	for _, id := range d.Carried {
@@ -174,7 +184,11 @@ func (s *Service) loadCarried(ctx context.Context, d *journalDoc) error {
 
 // settles returns the entries of d whose rollups d writes, or would carry.
 func (d *journalDoc) settles() []*Entry {
-	out := append([]*Entry(nil), d.carried...)
+	return d.ownSettles(append([]*Entry(nil), d.carried...))
+}
+
+// ownSettles appends to out the settles of d's own entries whose rollups are the journal's.
+func (d *journalDoc) ownSettles(out []*Entry) []*Entry {
 	for _, e := range d.Entries {
 		if e.Phase == PhaseSettle && e.Rollup == "done" {
 			out = append(out, e)
@@ -185,10 +199,13 @@ func (d *journalDoc) settles() []*Entry {
 
 // Rollups are written at most every rollupEvery (and before any report reads them, and at
 // shutdown): a rollup document takes the increments of all the settles since in one write,
-// where each batch would write it again. rollupCarryMax bounds the settles carried.
+// where each batch would write it again. Their cost is per document, not per settle (a
+// document per user and day at the user levels), and while they are written no batch can
+// be: at 1 s they took a quarter of the auth database's time under load, at 5 s a twentieth.
+// rollupCarryMax bounds the settles carried (memory, and what a start replays).
 const (
-	rollupEvery    = time.Second
-	rollupCarryMax = 2048
+	rollupEvery    = 5 * time.Second
+	rollupCarryMax = 8192
 )
 
 // journalMark is the marker a batch leaves on every document it changes: journal.<name> =
@@ -229,7 +246,8 @@ func (m *journalMark) has(ctx context.Context, c *mongo.Collection, id any, key 
 }
 
 // openJournal starts the journal named name: it replays the last batch, which a crash may
-// have left half written (a complete one is skipped document by document).
+// have left half written (a complete one is skipped document by document), with the settles
+// it carries: those of the batches kept since the last that wrote the rollups.
 func (s *Service) openJournal(ctx context.Context, name string) error {
 	if !journalName.MatchString(name) {
 		return fmt.Errorf("billing: journal name %q: 1 to 64 letters, digits, '_' and '-'", name)
@@ -241,40 +259,65 @@ func (s *Service) openJournal(ctx context.Context, name string) error {
 	j := &journal{name: name, coll: s.o.Mongo.DB(model.AuthDB).Collection(journalColl), appliedCh: make(chan struct{})}
 	j.q.limit = journalBatchLimit
 	j.q.before = func() { j.mu.Lock(); j.mu.Unlock() } // the last batch's apply, running behind its answer
-	var d journalDoc
-	// The last batch: the highest _id of the journal's (only the last one can be unfinished;
-	// older ones are deleted as rollups are written).
-	err := j.coll.FindOne(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: name + ":"}, {Key: "$lt", Value: name + ";"}}}},
-		options.FindOne().SetSort(bson.D{{Key: "_id", Value: -1}})).Decode(&d)
-	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
+	s.j = j
+	// The batches kept, oldest first: only the last can be unfinished (each is written
+	// everywhere before the next begins), and the batches are deleted up to each one that
+	// writes the rollups, once it is written.
+	cur, err := j.coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: name + ":"}, {Key: "$lt", Value: name + ";"}}}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
 		return fmt.Errorf("billing: journal: read: %w", err)
 	}
-	s.j = j
-	if err == nil {
-		if err := d.unpack(); err != nil {
+	var docs []*journalDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return fmt.Errorf("billing: journal: read: %w", err)
+	}
+	if len(docs) == 0 {
+		return nil
+	}
+	d := docs[len(docs)-1]
+	if err := d.unpack(); err != nil {
+		return err
+	}
+	if len(d.Carried) > 0 { // the first format: the settles carried are listed
+		err = s.loadCarried(ctx, d)
+	} else {
+		err = carriedSince(docs, d)
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.replayJournal(ctx, d); err != nil {
+		return err
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.trimMu.Lock()
+	j.kept = docs[0].Seq // the ones before d are deleted after the next rollup write
+	j.trimMu.Unlock()
+	s.committed(d)
+	if len(j.carry) > 0 { // the last run's rollups still to write: now, not at its next turn
+		return s.writeBatch(ctx, nil, true)
+	}
+	return nil
+}
+
+// carriedSince sets the settles d carries: those of the batches kept between the last one
+// before d that wrote the rollups and d.
+func carriedSince(docs []*journalDoc, d *journalDoc) error {
+	since := 0
+	for i := len(docs) - 2; i >= 0; i-- {
+		if docs[i].Rollups {
+			since = i + 1
+			break
+		}
+	}
+	d.carried = nil
+	for _, o := range docs[since : len(docs)-1] {
+		if err := o.unpack(); err != nil {
 			return err
 		}
-		if err := s.loadCarried(ctx, &d); err != nil {
-			return err
-		}
-		if err := s.replayJournal(ctx, &d); err != nil {
-			return err
-		}
-		// Batches older than the last are not needed (a crash may have left some): once, here.
-		err := s.write(func() error {
-			_, err := j.coll.DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: name + ":"}, {Key: "$lt", Value: d.ID}}}})
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("billing: journal: delete old batches: %w", err)
-		}
-		j.mu.Lock()
-		defer j.mu.Unlock()
-		j.kept = d.Seq
-		s.committed(&d)
-		if len(j.carry) > 0 { // the last run's rollups still to write: now, not at its next turn
-			return s.writeBatch(ctx, nil, true)
-		}
+		d.carried = o.ownSettles(d.carried)
 	}
 	return nil
 }
@@ -286,21 +329,7 @@ func (s *Service) committed(d *journalDoc) {
 	j.seq = d.Seq
 	if d.Rollups {
 		j.carry = nil
-		// Nothing before this batch is needed any more: a replay reads the last one only.
-		// Deleted once a rollup write (every rollupEvery), each by _id: a filter on a range
-		// would read every document of the collection.
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		for ; j.kept < d.Seq; j.kept++ {
-			err := s.write(func() error {
-				_, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: batchID(j.name, j.kept)}})
-				return err
-			})
-			if err != nil {
-				s.log.Warn("billing: journal: deleting an old batch", "err", err)
-				break
-			}
-		}
+		s.trimJournal(d.Seq)
 		return
 	}
 	if len(j.carry) == 0 {
@@ -315,6 +344,52 @@ func (s *Service) committed(d *journalDoc) {
 			}
 		})
 	}
+}
+
+// trimJournal deletes the batch documents before upTo: nothing before a batch that wrote the
+// rollups is needed any more (a replay reads the batches since the last such one, and a
+// crash partway leaves only batches before it). They are deleted by one goroutine beside the
+// next batches, not while the journal waits (a rollup write leaves ~150 at 5 s), each by _id:
+// a filter on a range would read every document of the collection. A failure leaves the rest
+// to the next rollup write, shutdown to the next start (j.mu held: closed is read).
+func (s *Service) trimJournal(upTo int64) {
+	j := s.j
+	j.trimMu.Lock()
+	defer j.trimMu.Unlock()
+	j.upTo = max(j.upTo, upTo)
+	if j.running || j.kept >= j.upTo || j.closed {
+		return
+	}
+	j.running = true
+	j.trimDone.Add(1)
+	go func() {
+		defer j.trimDone.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for {
+			j.trimMu.Lock()
+			seq := j.kept
+			if seq >= j.upTo {
+				j.running = false
+				j.trimMu.Unlock()
+				return
+			}
+			j.trimMu.Unlock()
+			err := s.write(func() error {
+				_, err := j.coll.DeleteOne(ctx, bson.D{{Key: "_id", Value: batchID(j.name, seq)}})
+				return err
+			})
+			j.trimMu.Lock()
+			if err != nil {
+				j.running = false
+				j.trimMu.Unlock()
+				s.log.Warn("billing: journal: deleting an old batch", "seq", seq, "err", err)
+				return
+			}
+			j.kept++
+			j.trimMu.Unlock()
+		}
+	}()
 }
 
 // SyncJournal writes the rollups the journal still carries, so that reports read every
@@ -354,6 +429,7 @@ func (s *Service) closeJournal(ctx context.Context) {
 	s.j.mu.Lock()
 	s.j.closed = true
 	s.j.mu.Unlock()
+	s.j.trimDone.Wait()
 }
 
 // runJournal writes es (one user's) through the journal, together, and returns when they
@@ -526,9 +602,6 @@ func (s *Service) startBatch(ctx context.Context, entries []*Entry, force bool) 
 		Batch: bson.NewObjectID()}
 	if err := doc.pack(); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNotWritten, err)
-	}
-	for _, e := range j.carry {
-		doc.Carried = append(doc.Carried, e.ID)
 	}
 	pending := len(j.carry)
 	for _, e := range entries {

@@ -104,6 +104,11 @@ func TestJournalWritesTurnsTogether(t *testing.T) {
 		t.Fatalf("%d batches for %d journaled turns: nothing was written together", s.j.seq, journaled.Load())
 	}
 	t.Logf("%d journaled turns in %d batches", journaled.Load(), s.j.seq)
+	// Shutdown wrote the rollups; every batch document before that write is deleted.
+	kept, err := s.j.coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: s.j.name + ":"}, {Key: "$lt", Value: s.j.name + ";"}}}})
+	if err != nil || kept != 1 {
+		t.Fatalf("%d batch documents kept after shutdown (%v), want the last only", kept, err)
+	}
 }
 
 // A batch that fails partway is completed, never half applied: by the flush itself when a
@@ -467,5 +472,46 @@ func TestJournalSettleQueuesBehindItsReservation(t *testing.T) {
 	}
 	if bal := checkLedger(t, s, u); bal != 9 {
 		t.Fatalf("balance %d, want 9", bal)
+	}
+}
+
+// A start replays the last batch with the settles it carries: those of the batches kept since
+// the last one that wrote the rollups (whose own settles, and all before, are in them).
+func TestJournalCarriedSince(t *testing.T) {
+	settle := func(id string) *Entry { return &Entry{RequestID: id, Phase: PhaseSettle, Rollup: "done"} }
+	batch := func(seq int64, rollups bool, es ...*Entry) *journalDoc {
+		d := &journalDoc{Seq: seq, Rollups: rollups, Entries: es}
+		if err := d.pack(); err != nil {
+			t.Fatal(err)
+		}
+		d.Entries = nil // as read from the store
+		return d
+	}
+	reserve := &Entry{RequestID: "r", Phase: PhaseReserve}
+	stepPath := &Entry{RequestID: "s", Phase: PhaseSettle, Rollup: "claimed"} // its rollups are not the journal's
+	cases := []struct {
+		name string
+		docs []*journalDoc
+		want []string
+	}{
+		{"no rollup write kept", []*journalDoc{batch(1, false, settle("a")), batch(2, false, settle("b"), reserve), batch(3, false, settle("c"))}, []string{"a", "b"}},
+		{"since the last rollup write", []*journalDoc{batch(4, false, settle("a")), batch(5, true, settle("b")), batch(6, false, settle("c"), stepPath), batch(7, false, settle("d"))}, []string{"c"}},
+		{"the last writes them", []*journalDoc{batch(8, true, settle("a")), batch(9, false, settle("b")), batch(10, true)}, []string{"b"}},
+		{"alone", []*journalDoc{batch(11, false, settle("a"))}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			last := c.docs[len(c.docs)-1]
+			if err := carriedSince(c.docs, last); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range last.carried {
+				got = append(got, e.RequestID)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Fatalf("carried %v, want %v", got, c.want)
+			}
+		})
 	}
 }
