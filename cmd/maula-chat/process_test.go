@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +162,41 @@ func dialAt(t *testing.T, base, tok string) *websocket.Conn {
 		t.Fatal(err)
 	}
 	return ws
+}
+
+// With the embedded store in its process, the server runs twice as many Ps as CPUs (the
+// store's work then shares the CPUs with the turns at the kernel's finer grain); GOMAXPROCS
+// in the environment is left as set.
+func TestEmbeddedStoreGOMAXPROCS(t *testing.T) {
+	cases := []struct {
+		name string
+		env  []string
+		want int
+	}{
+		{"default", nil, 2 * runtime.GOMAXPROCS(0)},
+		{"set", []string{"GOMAXPROCS=3"}, 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if c.env == nil && os.Getenv("GOMAXPROCS") != "" {
+				t.Skip("GOMAXPROCS is set for the tests, so for the server too")
+			}
+			s := testserver.Start(t, mockllm.Options{}, c.env...)
+			resp, err := http.Get(s.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			var got int
+			for line := range strings.Lines(string(body)) {
+				if v, ok := strings.CutPrefix(line, "go_sched_gomaxprocs_threads "); ok {
+					got, _ = strconv.Atoi(strings.TrimSpace(v))
+				}
+			}
+			if got != c.want {
+				t.Fatalf("GOMAXPROCS %d, want %d", got, c.want)
+			}
+		})
+	}
 }
