@@ -97,6 +97,9 @@ type Service struct {
 	sessions *mongo.Collection
 	keys     *mongo.Collection
 	subs     *mongo.Collection
+	// balances, when set (SetBalanceBarrier, before serving), is waited for before a
+	// subscription is read, so that it holds every turn already answered.
+	balances func(context.Context) error
 
 	// The in-process caches are guarded by their own locks; entries are dropped by the pub/sub
 	// loop (invalidations from every instance) and by this instance's own revocations.
@@ -134,6 +137,11 @@ const (
 
 // New opens the auth service: it loads or creates the JWT secret, subscribes to invalidations
 // and starts the flush loop. Close stops it.
+// SetBalanceBarrier makes GET /auth/me wait for f before it reads the subscription: billing's
+// WaitApplied, whose batches of turns are answered before the subscription is written. Call
+// it before serving.
+func (s *Service) SetBalanceBarrier(f func(context.Context) error) { s.balances = f }
+
 func New(ctx context.Context, o Options) (*Service, error) {
 	if o.Mongo == nil || o.KV == nil || o.Tools == nil {
 		return nil, errors.New("auth: Mongo, KV and Tools are required")

@@ -320,6 +320,11 @@ func (s *Service) me(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if s.balances != nil {
+		if err := s.balances(r.Context()); err != nil {
+			return fmt.Errorf("wait for billing: %w", err)
+		}
+	}
 	var sub model.Subscription
 	var subp *model.Subscription
 	err = s.subs.FindOne(r.Context(), bson.D{{Key: "userId", Value: p.UserID}}).Decode(&sub)

@@ -148,6 +148,6 @@ func benchTurnMoneyParallel(b *testing.B, fresh bool) {
 	b.ReportMetric(float64(settle.Load())/float64(b.N)/1e6, "ms-settle")
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "turns/s")
 	if fresh {
-		b.ReportMetric(float64(2*b.N)/float64(s.j.seq), "steps/batch")
+		b.ReportMetric(float64(2*b.N)/float64(journalSeq(s)), "steps/batch")
 	}
 }

@@ -94,7 +94,7 @@ type Options struct {
 	// "local"): the hub's turns are then written many at a time (journal.go). Default
 	// "local"; "-" writes every step as it happens. Two services over one store must not share
 	// a name, and a name must not change (nor the journal be turned off) between a crash and
-	// the next start: the start replays the batches of its own name only.
+	// the next start: the start reads the batches of its own name only.
 	Journal string
 }
 

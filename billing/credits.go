@@ -68,7 +68,7 @@ const defaultMaxTokens = 4096
 // unknown model is an error before anything is written.
 //
 // With the store's only writer, a fresh request the balance covers is answered before it is
-// written (early.go); its Settle waits for the write.
+// written (early.go); its Settle waits for the write, or with the journal queues behind it.
 func (s *Service) Reserve(ctx context.Context, r ReserveRequest) (*Reservation, error) {
 	r, credits, now, err := s.prepareReserve(r)
 	if err != nil {

@@ -94,8 +94,8 @@ type journal struct {
 	trimDone sync.WaitGroup
 	pending  *journalDoc // a batch written in the journal but not yet everywhere else
 	broken   atomic.Bool
-	// carry is the settles whose rollups are not written yet (they are in the journal
-	// document), since carrySince; timer, when armed, writes them after rollupEvery.
+	// carry is the settles whose rollups are not written yet (their batch documents are
+	// kept until they are), since carrySince; timer, when armed, writes them after rollupEvery.
 	carry      []*Entry
 	carrySince time.Time
 	timer      bool
@@ -137,6 +137,7 @@ type journalDoc struct {
 	// Batch tells this batch from a stale document of the same seq (flushFailed).
 	Batch   bson.ObjectID `bson:"batch"`
 	carried []*Entry
+	listed  *journalDoc // the batch of the first format whose Carried list d's carried starts with
 }
 
 // journalName is what a journal may be called: no ':' (it separates the name from the seq
@@ -279,13 +280,14 @@ func (s *Service) openJournal(ctx context.Context, name string) error {
 	if err := d.unpack(); err != nil {
 		return err
 	}
-	if len(d.Carried) > 0 { // the first format: the settles carried are listed
-		err = s.loadCarried(ctx, d)
-	} else {
-		err = carriedSince(docs, d)
-	}
-	if err != nil {
+	if err := carriedSince(docs, d); err != nil {
 		return err
+	}
+	if l := d.listed; l != nil { // a batch of the first format lists what it carried before it
+		if err := s.loadCarried(ctx, l); err != nil {
+			return err
+		}
+		d.carried = append(l.carried, d.carried...)
 	}
 	if err := s.replayJournal(ctx, d); err != nil {
 		return err
@@ -302,8 +304,10 @@ func (s *Service) openJournal(ctx context.Context, name string) error {
 	return nil
 }
 
-// carriedSince sets the settles d carries: those of the batches kept between the last one
-// before d that wrote the rollups and d.
+// carriedSince sets the settles d (the last of docs) carries: those of the batches kept
+// between the last one before d that wrote the rollups and d. A batch of the first format
+// there (or d itself) lists the _ids of those before it: only the batches after it are read,
+// and d.listed is set to it for loadCarried.
 func carriedSince(docs []*journalDoc, d *journalDoc) error {
 	since := 0
 	for i := len(docs) - 2; i >= 0; i-- {
@@ -312,7 +316,13 @@ func carriedSince(docs []*journalDoc, d *journalDoc) error {
 			break
 		}
 	}
-	d.carried = nil
+	d.carried, d.listed = nil, nil
+	for i := len(docs) - 1; i >= since; i-- {
+		if len(docs[i].Carried) > 0 {
+			since, d.listed = i, docs[i]
+			break
+		}
+	}
 	for _, o := range docs[since : len(docs)-1] {
 		if err := o.unpack(); err != nil {
 			return err
@@ -364,7 +374,7 @@ func (s *Service) trimJournal(upTo int64) {
 	j.trimDone.Add(1)
 	go func() {
 		defer j.trimDone.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		for {
 			j.trimMu.Lock()
@@ -429,7 +439,7 @@ func (s *Service) closeJournal(ctx context.Context) {
 	s.j.mu.Lock()
 	s.j.closed = true
 	s.j.mu.Unlock()
-	s.j.trimDone.Wait()
+	s.j.trimDone.Wait() // bounded like WaitEarly: the deleter gives up after 30 s
 }
 
 // runJournal writes es (one user's) through the journal, together, and returns when they
@@ -458,8 +468,12 @@ func (s *Service) queueJournal(after func(), es ...*Entry) (wait func() error) {
 	}
 }
 
-// waitApplied waits until every batch answered before the call is written everywhere: a read
-// of a balance after a turn's chat.done then sees the turn. A no-op without the journal.
+// WaitApplied waits until every batch of the journal answered before the call is written
+// everywhere, so that a read of a subscription after a turn's chat.done sees the turn; it
+// returns errJournalBroken while a batch waits for its replay (the store lacks answered
+// steps). A no-op without the journal.
+func (s *Service) WaitApplied(ctx context.Context) error { return s.waitApplied(ctx) }
+
 func (s *Service) waitApplied(ctx context.Context) error {
 	if s.j == nil {
 		return nil
@@ -478,6 +492,9 @@ func (s *Service) waitApplied(ctx context.Context) error {
 		j.appliedMu.Lock()
 	}
 	j.appliedMu.Unlock()
+	if j.broken.Load() {
+		return errJournalBroken
+	}
 	return nil
 }
 
@@ -562,11 +579,20 @@ func (s *Service) flushJournal(batch []*jop) error {
 	go func() {
 		defer j.mu.Unlock()
 		defer cancel()
+		defer func() {
+			// A panic past applyCaught (the replay, committed): the batch waits for its replay
+			// like a failed one, and its waiters are released, not left waiting for ever.
+			if r := recover(); r != nil {
+				s.log.Error("billing: journal: a batch panicked; balances wait for its replay", "seq", doc.Seq, "panic", r)
+				j.pending = doc
+				j.broken.Store(true)
+			}
+			runAfter(batch)
+			j.markApplied(doc.Seq)
+		}()
 		// A failure here is the replay's (flushFailed): the steps are in the journal, so
 		// they stand; if it cannot complete them, balances wait (errJournalBroken).
 		_ = s.finishBatch(ctx, doc)
-		runAfter(batch)
-		j.markApplied(doc.Seq)
 	}()
 	return nil
 }

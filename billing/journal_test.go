@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/maula-ai/maula-chat/providers"
 )
@@ -104,10 +105,18 @@ func TestJournalWritesTurnsTogether(t *testing.T) {
 		t.Fatalf("%d batches for %d journaled turns: nothing was written together", s.j.seq, journaled.Load())
 	}
 	t.Logf("%d journaled turns in %d batches", journaled.Load(), s.j.seq)
-	// Shutdown wrote the rollups; every batch document before that write is deleted.
-	kept, err := s.j.coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: s.j.name + ":"}, {Key: "$lt", Value: s.j.name + ";"}}}})
-	if err != nil || kept != 1 {
-		t.Fatalf("%d batch documents kept after shutdown (%v), want the last only", kept, err)
+	// Every batch document before the last rollup write is deleted (shutdown waits for it).
+	cur, err := s.j.coll.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$gte", Value: s.j.name + ":"}, {Key: "$lt", Value: s.j.name + ";"}}}},
+		options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []journalDoc
+	if err := cur.All(ctx, &kept); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) == 0 || !kept[0].Rollups {
+		t.Fatalf("%d batch documents kept after shutdown; want the last rollup write's first", len(kept))
 	}
 }
 
@@ -378,8 +387,8 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 
 // A journaled settle is answered once its batch's journal document is written; the ledger
 // and the subscription follow behind the answer. A balance read meanwhile waits for them, so a
-// client reading its balance after chat.done sees the turn, and a grant (a step of the
-// step-by-step path) waits for them before it decides.
+// client reading its balance after chat.done sees the turn (a grant beside it lands too; that
+// a step-by-step step waits for them is TestJournalSyncStepWaitsForTheApply's).
 func TestJournalAnswersBeforeApplying(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -489,15 +498,19 @@ func TestJournalCarriedSince(t *testing.T) {
 	}
 	reserve := &Entry{RequestID: "r", Phase: PhaseReserve}
 	stepPath := &Entry{RequestID: "s", Phase: PhaseSettle, Rollup: "claimed"} // its rollups are not the journal's
+	legacy := batch(13, false, settle("l"))
+	legacy.Carried = []bson.ObjectID{bson.NewObjectID()} // the first format: what it carried is listed
 	cases := []struct {
-		name string
-		docs []*journalDoc
-		want []string
+		name   string
+		docs   []*journalDoc
+		want   []string
+		listed *journalDoc
 	}{
-		{"no rollup write kept", []*journalDoc{batch(1, false, settle("a")), batch(2, false, settle("b"), reserve), batch(3, false, settle("c"))}, []string{"a", "b"}},
-		{"since the last rollup write", []*journalDoc{batch(4, false, settle("a")), batch(5, true, settle("b")), batch(6, false, settle("c"), stepPath), batch(7, false, settle("d"))}, []string{"c"}},
-		{"the last writes them", []*journalDoc{batch(8, true, settle("a")), batch(9, false, settle("b")), batch(10, true)}, []string{"b"}},
-		{"alone", []*journalDoc{batch(11, false, settle("a"))}, nil},
+		{"no rollup write kept", []*journalDoc{batch(1, false, settle("a")), batch(2, false, settle("b"), reserve), batch(3, false, settle("c"))}, []string{"a", "b"}, nil},
+		{"since the last rollup write", []*journalDoc{batch(4, false, settle("a")), batch(5, true, settle("b")), batch(6, false, settle("c"), stepPath), batch(7, false, settle("d"))}, []string{"c"}, nil},
+		{"the last writes them", []*journalDoc{batch(8, true, settle("a")), batch(9, false, settle("b")), batch(10, true)}, []string{"b"}, nil},
+		{"alone", []*journalDoc{batch(11, false, settle("a"))}, nil, nil},
+		{"after a batch of the first format", []*journalDoc{batch(12, true, settle("a")), legacy, batch(14, false, settle("m")), batch(15, false)}, []string{"l", "m"}, legacy},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -509,9 +522,53 @@ func TestJournalCarriedSince(t *testing.T) {
 			for _, e := range last.carried {
 				got = append(got, e.RequestID)
 			}
-			if fmt.Sprint(got) != fmt.Sprint(c.want) {
-				t.Fatalf("carried %v, want %v", got, c.want)
+			if fmt.Sprint(got) != fmt.Sprint(c.want) || last.listed != c.listed {
+				t.Fatalf("carried %v (listed %v), want %v (listed %v)", got, last.listed != nil, c.want, c.listed != nil)
 			}
 		})
+	}
+}
+
+// A step of the step-by-step path waits for the journaled steps of its user to be written
+// everywhere, not only answered: here a synchronous reservation meets a balance whose last
+// credit an early reservation took, answered but not yet in the stored subscription, and is
+// refused instead of spending the credit again.
+func TestJournalSyncStepWaitsForTheApply(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.service(t, PolicyPerCall, 0)
+	s.pairWait = 0 // the early reservation is written alone at once
+	u := newUser(t, s, 1)
+	applying, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.journalFault = func(step string) error {
+		if step == "ledger" {
+			once.Do(func() { close(applying); <-release })
+		}
+		return nil
+	}
+	if _, err := s.Reserve(ctx, fresh(req(u, "early-"+u.Hex()))); err != nil {
+		t.Fatal(err)
+	}
+	<-applying // answered; the stored subscription still says 1
+	done := make(chan error, 1)
+	go func() { _, err := s.Reserve(ctx, req(u, "sync-"+u.Hex())); done <- err }()
+	eu := s.earlyUser(u)
+	for parked := false; !parked; runtime.Gosched() {
+		select {
+		case err := <-done:
+			t.Fatalf("the synchronous reservation did not wait for the journal's write: %v", err)
+		default:
+		}
+		eu.mu.Lock()
+		parked = eu.blocked > 0 && eu.inflight > 0 // waiting in holdEarly for the write
+		eu.mu.Unlock()
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, ErrInsufficientCredits) {
+		t.Fatalf("synchronous reservation: %v, want ErrInsufficientCredits", err)
+	}
+	if bal := checkLedger(t, s, u); bal != 0 {
+		t.Fatalf("balance %d, want 0", bal)
 	}
 }

@@ -53,6 +53,7 @@ func mount(ctx context.Context, srv *server.Server, cfg *config.Config, st *stor
 		a.close(context.Background())
 		return nil, fmt.Errorf("billing: %w", err)
 	}
+	a.auth.SetBalanceBarrier(a.billing.WaitApplied) // /auth/me shows every turn answered
 	tapi, err := mountToolsAPI(ctx, srv, cfg, st, a.auth, log)
 	if err != nil {
 		a.close(context.Background())

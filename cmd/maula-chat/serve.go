@@ -121,7 +121,8 @@ func runServe(ctx context.Context, args []string) error {
 // the server's own Ps; with one P per CPU a turn's goroutine waits behind them (up to Go's
 // 10 ms time slice), with two the kernel shares the CPUs among them at a finer grain. On 2
 // cores, bench ttft at 64 streams: added TTFT p50 8–11 -> 2.2–3.1 ms, p99 37–77 -> 17–25 ms,
-// recorded turns/s unchanged (docs/benchmarks.md). GOMAXPROCS in the environment wins.
+// recorded turns/s unchanged (docs/benchmarks.md). GOMAXPROCS in the environment wins. Set
+// once at start: the runtime then no longer follows a change of the container's CPU limit.
 func embeddedProcs(cpus int) int { return 2 * cpus }
 
 // serveOn runs the server on ln until ctx is done, then shuts down in order: stop accepting,
