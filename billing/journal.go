@@ -284,10 +284,11 @@ func (s *Service) openJournal(ctx context.Context, name string) error {
 		return err
 	}
 	if l := d.listed; l != nil { // a batch of the first format lists what it carried before it
+		after := d.carried // the settles of the batches from l on (none when l is d)
 		if err := s.loadCarried(ctx, l); err != nil {
 			return err
 		}
-		d.carried = append(l.carried, d.carried...)
+		d.carried = append(append([]*Entry(nil), l.carried...), after...)
 	}
 	if err := s.replayJournal(ctx, d); err != nil {
 		return err
