@@ -348,9 +348,15 @@ func (s *Service) LiveCost(res *Reservation, u providers.Usage) (costMicros int6
 
 // Balance returns the user's credit balance (features.aiCredits).
 func (s *Service) Balance(ctx context.Context, userID bson.ObjectID) (int64, error) {
-	if err := s.waitApplied(ctx); err != nil { // the turns answered so far are in it
+	if err := s.WaitApplied(ctx); err != nil { // the turns answered so far are in it
 		return 0, err
 	}
+	return s.storedBalance(ctx, userID)
+}
+
+// storedBalance is the balance as stored: for a step that already waited for the user's
+// journaled steps (holdSync), not for every user's batches as Balance does.
+func (s *Service) storedBalance(ctx context.Context, userID bson.ObjectID) (int64, error) {
 	d, err := s.readSub(ctx, userID)
 	if err != nil {
 		return 0, fmt.Errorf("billing: balance: %w", err)

@@ -230,7 +230,7 @@ type SubscriptionView struct {
 
 // Subscription returns the user's plan, balance and period.
 func (s *Service) Subscription(ctx context.Context, userID bson.ObjectID) (*SubscriptionView, error) {
-	if err := s.waitApplied(ctx); err != nil { // the turns answered so far are in it
+	if err := s.WaitApplied(ctx); err != nil { // the turns answered so far are in it
 		return nil, err
 	}
 	sub, err := s.readSub(ctx, userID)

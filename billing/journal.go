@@ -45,7 +45,7 @@ import (
 //
 // The steps are answered after 1 (they are durable then); 2 to 4 run behind the answer, and
 // the next batch is planned once they are done. Until then the users' steps count as in
-// flight (jop.after), and reads of a balance wait for them (waitApplied).
+// flight (jop.after), and reads of a balance wait for them (WaitApplied).
 //
 // What keeps it exact: the step is decided from the shadow and checked there (a reserve
 // needs the credits and no hold yet, a settle needs its hold); while a user has steps in the
@@ -102,7 +102,7 @@ type journal struct {
 	closed     bool // shutdown: no more timers
 	// answered is the last batch whose steps were answered, applied the last one written
 	// everywhere (or handed to its replay): a read of a balance waits for applied to reach
-	// the answered it found (waitApplied). Owned by appliedMu; appliedCh is closed and
+	// the answered it found (WaitApplied). Owned by appliedMu; appliedCh is closed and
 	// replaced each time applied moves.
 	appliedMu         sync.Mutex
 	answered, applied int64
@@ -473,9 +473,7 @@ func (s *Service) queueJournal(after func(), es ...*Entry) (wait func() error) {
 // everywhere, so that a read of a subscription after a turn's chat.done sees the turn; it
 // returns errJournalBroken while a batch waits for its replay (the store lacks answered
 // steps). A no-op without the journal.
-func (s *Service) WaitApplied(ctx context.Context) error { return s.waitApplied(ctx) }
-
-func (s *Service) waitApplied(ctx context.Context) error {
+func (s *Service) WaitApplied(ctx context.Context) error {
 	if s.j == nil {
 		return nil
 	}
@@ -1069,11 +1067,12 @@ func (s *Service) settlePaired(ctx context.Context, res *Reservation, o Outcome)
 	return settlement(e), true, nil
 }
 
-// settleBehind settles through the journal a reservation whose write alone is queued there:
-// the settle is queued behind it, in the same batch or a later one, without waiting for the
-// reservation's answer (a batch more). ok is false when the settle must go the usual way: the
-// reservation's write failed, or the journal refused the settle (see settleJournaled; a
-// reservation refused by the journal has its settle refused too).
+// settleBehind settles through the journal a reservation whose write alone is queued there
+// (or done): the settle is queued behind it, in the same batch or a later one, without
+// waiting for the reservation's answer (a batch more). ok is false when the settle must go
+// the usual way (credits.go): the reservation's write failed, another settle of it came
+// first, another step of the user's is under way, or the journal refused the settle (nothing
+// of it written; a reservation refused by the journal has its settle refused too).
 func (s *Service) settleBehind(ctx context.Context, res *Reservation, o Outcome) (set *Settlement, ok bool, err error) {
 	w := res.written
 	if s.j == nil || w == nil {
@@ -1092,15 +1091,7 @@ func (s *Service) settleBehind(ctx context.Context, res *Reservation, o Outcome)
 	if err != nil {
 		return nil, true, err
 	}
-	return s.settleJournaled(ctx, res, e)
-}
-
-// settleJournaled settles through the journal a reservation written or queued there; ok is
-// false when the settle must take the one-step path (credits.go) instead: another settle of
-// the same reservation came first, another step of the user's is under way, or the journal
-// refused it (nothing of it written).
-func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entry) (set *Settlement, ok bool, err error) {
-	if s.j == nil || res.written == nil || !res.written.settling.CompareAndSwap(false, true) {
+	if !w.settling.CompareAndSwap(false, true) {
 		return nil, false, nil
 	}
 	u := s.earlyUser(res.UserID)
@@ -1111,16 +1102,15 @@ func (s *Service) settleJournaled(ctx context.Context, res *Reservation, e *Entr
 	}
 	u.inflight++ // until the settle is in the subscription: the user's other steps wait for it
 	u.mu.Unlock()
-	je := *e
-	je.ID, je.Rollup = bson.NewObjectID(), "done" // e is Settle's pending entry, its rollup "claimed"
-	if err := s.runJournal(u.done, &je); err != nil {
+	e.ID, e.Rollup = bson.NewObjectID(), "done" // the journal writes it applied, rollups its own
+	if err := s.runJournal(u.done, e); err != nil {
 		if errors.Is(err, errNotWritten) {
 			return nil, false, nil
 		}
 		return nil, true, fmt.Errorf("billing: settle %q: %w", e.RequestID, err)
 	}
-	s.recordCounters(ctx, &je)
-	return settlement(&je), true, nil
+	s.recordCounters(ctx, e)
+	return settlement(e), true, nil
 }
 
 // testJournalFault, when set by a test, fails the journal's write at step ("journal",

@@ -162,7 +162,7 @@ func TestJournalFailureAndReplay(t *testing.T) {
 				}
 				res = append(res, r)
 			}
-			if err := s.waitApplied(ctx); err != nil { // no write of theirs meets the fault hook
+			if err := s.WaitApplied(ctx); err != nil { // no write of theirs meets the fault hook
 				t.Fatal(err)
 			}
 			// All six settles in one batch: a reservation of a third user holds the journal
@@ -204,14 +204,7 @@ func TestJournalFailureAndReplay(t *testing.T) {
 					_, errs[i] = s.Settle(ctx, r, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
 				})
 			}
-			for queued, start := 0, time.Now(); queued < len(res); runtime.Gosched() {
-				s.j.q.mu.Lock()
-				queued = len(s.j.q.queue)
-				s.j.q.mu.Unlock()
-				if time.Since(start) > time.Minute {
-					t.Fatalf("%d of %d settles queued behind the holder: some took another path", queued, len(res))
-				}
-			}
+			waitQueued(t, s, len(res), time.Minute) // behind the holder
 			close(release)
 			wg.Wait()
 			// The settles' rollups are carried to a later batch: the one a report asks for.
@@ -285,7 +278,7 @@ func journalSeq(s *Service) int64 {
 // settledCost is the sum of the user's settle entries' costs, from the ledger.
 func settledCost(t *testing.T, s *Service, u bson.ObjectID) int64 {
 	t.Helper()
-	if err := s.waitApplied(context.Background()); err != nil {
+	if err := s.WaitApplied(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	cur, err := s.ledger.Find(context.Background(), bson.D{{Key: "userId", Value: u}, {Key: "phase", Value: PhaseSettle}})
@@ -363,9 +356,7 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 	if got := journalSeq(s) - before; got != 1 || st.CreditsLeft != 9 {
 		t.Fatalf("%d batches, balance after %d: want the turn in one batch, 9 left", got, st.CreditsLeft)
 	}
-	if bal := checkLedger(t, s, u); bal != 9 {
-		t.Fatalf("balance %d, want 9", bal)
-	}
+	wantBalance(t, s, u, 9)
 
 	res, err = s.Reserve(ctx, fresh(req(u, "hurried-"+u.Hex())))
 	if err != nil || res.written == nil {
@@ -380,9 +371,7 @@ func TestJournalPairsAShortTurn(t *testing.T) {
 	if _, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone}); err != nil {
 		t.Fatal(err)
 	}
-	if bal := checkLedger(t, s, u); bal != 13 {
-		t.Fatalf("balance %d, want 13", bal)
-	}
+	wantBalance(t, s, u, 13)
 }
 
 // A journaled settle is answered once its batch's journal document is written; the ledger
@@ -399,14 +388,7 @@ func TestJournalAnswersBeforeApplying(t *testing.T) {
 	if err != nil || res.written == nil {
 		t.Fatalf("reserve: %v (early: %v)", err, res != nil && res.written != nil)
 	}
-	applying, release := make(chan struct{}), make(chan struct{})
-	s.journalFault = func(step string) error {
-		if step == "ledger" {
-			close(applying)
-			<-release
-		}
-		return nil
-	}
+	applying, release := holdStep(s, "ledger")
 	st, err := s.Settle(ctx, res, Outcome{Usage: turnUsage, ProducedOutput: true, Status: StatusDone})
 	if err != nil || st.CreditsLeft != 9 {
 		t.Fatalf("settle: %v, %+v", err, st)
@@ -425,16 +407,14 @@ func TestJournalAnswersBeforeApplying(t *testing.T) {
 	balance, granted := make(chan read, 1), make(chan error, 1)
 	go func() { b, err := s.Balance(ctx, u); balance <- read{b, err} }()
 	go func() { granted <- s.Grant(ctx, u, 5, "test") }()
-	close(release)
+	release()
 	if r := <-balance; r.err != nil || (r.bal != 9 && r.bal != 14) {
 		t.Fatalf("balance read after the apply: %d, %v; want 9 (or 14 after the grant)", r.bal, r.err)
 	}
 	if err := <-granted; err != nil {
 		t.Fatal(err)
 	}
-	if bal := checkLedger(t, s, u); bal != 14 {
-		t.Fatalf("balance %d, want 14", bal)
-	}
+	wantBalance(t, s, u, 14)
 }
 
 // A settle whose reservation is being written alone (the turn outlasted pairWait) queues
@@ -446,14 +426,7 @@ func TestJournalSettleQueuesBehindItsReservation(t *testing.T) {
 	s := e.service(t, PolicyPerCall, 0)
 	s.pairWait = 0 // the reservation is written alone at once
 	u := newUser(t, s, 10)
-	held, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	s.journalFault = func(step string) error {
-		if step == "journal" {
-			once.Do(func() { close(held); <-release })
-		}
-		return nil
-	}
+	held, release := holdStep(s, "journal")
 	res, err := s.Reserve(ctx, fresh(req(u, "behind-"+u.Hex())))
 	if err != nil || res.written == nil {
 		t.Fatalf("reserve: %v (early: %v)", err, res != nil && res.written != nil)
@@ -467,21 +440,12 @@ func TestJournalSettleQueuesBehindItsReservation(t *testing.T) {
 		}
 		settled <- err
 	}()
-	for queued, start := 0, time.Now(); queued == 0; runtime.Gosched() {
-		s.j.q.mu.Lock()
-		queued = len(s.j.q.queue)
-		s.j.q.mu.Unlock()
-		if time.Since(start) > 10*time.Second {
-			t.Fatal("the settle did not queue behind its reservation's batch")
-		}
-	}
-	close(release)
+	waitQueued(t, s, 1, 10*time.Second) // behind its reservation's batch
+	release()
 	if err := <-settled; err != nil {
 		t.Fatal(err)
 	}
-	if bal := checkLedger(t, s, u); bal != 9 {
-		t.Fatalf("balance %d, want 9", bal)
-	}
+	wantBalance(t, s, u, 9)
 }
 
 // A start replays the last batch with the settles it carries: those of the batches kept since
@@ -539,14 +503,7 @@ func TestJournalSyncStepWaitsForTheApply(t *testing.T) {
 	s := e.service(t, PolicyPerCall, 0)
 	s.pairWait = 0 // the early reservation is written alone at once
 	u := newUser(t, s, 1)
-	applying, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	s.journalFault = func(step string) error {
-		if step == "ledger" {
-			once.Do(func() { close(applying); <-release })
-		}
-		return nil
-	}
+	applying, release := holdStep(s, "ledger")
 	if _, err := s.Reserve(ctx, fresh(req(u, "early-"+u.Hex()))); err != nil {
 		t.Fatal(err)
 	}
@@ -564,11 +521,45 @@ func TestJournalSyncStepWaitsForTheApply(t *testing.T) {
 		parked = eu.blocked > 0 && eu.inflight > 0 // waiting in holdEarly for the write
 		eu.mu.Unlock()
 	}
-	close(release)
+	release()
 	if err := <-done; !errors.Is(err, ErrInsufficientCredits) {
 		t.Fatalf("synchronous reservation: %v, want ErrInsufficientCredits", err)
 	}
-	if bal := checkLedger(t, s, u); bal != 0 {
-		t.Fatalf("balance %d, want 0", bal)
+	wantBalance(t, s, u, 0)
+}
+
+// holdStep makes the first write of the journal at step wait until release is called; held is
+// closed when it is reached.
+func holdStep(s *Service, step string) (held <-chan struct{}, release func()) {
+	reached, free := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.journalFault = func(at string) error {
+		if at == step {
+			once.Do(func() { close(reached); <-free })
+		}
+		return nil
+	}
+	return reached, func() { close(free) }
+}
+
+// waitQueued waits until n steps wait in the journal's queue; within is how long before the
+// test says they took another path.
+func waitQueued(t *testing.T, s *Service, n int, within time.Duration) {
+	t.Helper()
+	for queued, start := 0, time.Now(); queued < n; runtime.Gosched() {
+		s.j.q.mu.Lock()
+		queued = len(s.j.q.queue)
+		s.j.q.mu.Unlock()
+		if time.Since(start) > within {
+			t.Fatalf("%d of %d steps queued in the journal: some took another path", queued, n)
+		}
+	}
+}
+
+// wantBalance checks the user's ledger against the balance, and the balance against want.
+func wantBalance(t *testing.T, s *Service, u bson.ObjectID, want int64) {
+	t.Helper()
+	if bal := checkLedger(t, s, u); bal != want {
+		t.Fatalf("balance %d, want %d", bal, want)
 	}
 }

@@ -385,7 +385,7 @@ func (s *Service) applyOp(ctx context.Context, e *Entry, plan opPlan) (*Entry, e
 
 // finishOp does steps 3 and 4 of applyOp.
 func (s *Service) finishOp(ctx context.Context, e *Entry, key string, delta int64) (*Entry, error) {
-	bal, err := s.Balance(ctx, e.UserID)
+	bal, err := s.storedBalance(ctx, e.UserID)
 	if err != nil {
 		return nil, err
 	}
